@@ -1,0 +1,85 @@
+"""Errors raised by the ``chains`` package.
+
+Every message names what is involved (chain id, URL, address, file) and says what to
+do next. Callers catch :class:`ChainError` to handle any of them; subclasses also
+inherit the builtin a caller would naturally expect.
+
+::
+
+    ChainError
+    ├── ConfigError (ValueError)            malformed or inconsistent rtrm.toml / env
+    │   └── UnknownChainError (KeyError)    a chain id that is not configured
+    ├── ToolchainError                      Node, npm or anvil missing or broken
+    ├── DevnetError                         the local devnet cannot start / is not running
+    │   └── PortInUseError                  a requested loopback port is taken
+    ├── ArtifactError                       compiled contracts missing or stale
+    └── RPCError                            a JSON-RPC call failed
+        ├── TransientRPCError               worth retrying: timeouts, 429, 5xx, resets
+        │   └── RPCConnectionError          the endpoint could not be reached at all
+        └── ExecutionRevertedError          a call or transaction reverted
+"""
+
+from __future__ import annotations
+
+
+class ChainError(Exception):
+    """Root of every error raised by ``chains``."""
+
+
+class ConfigError(ChainError, ValueError):
+    """The configuration (rtrm.toml or an RTRM_* variable) is malformed."""
+
+
+class UnknownChainError(ConfigError, KeyError):
+    """A chain id that is not in the configuration."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ToolchainError(ChainError):
+    """A required external tool (Node, npm, anvil, solc) is missing or broken."""
+
+
+class DevnetError(ChainError):
+    """The local devnet could not be started, reached or stopped."""
+
+
+class PortInUseError(DevnetError):
+    """A requested loopback port is already taken by another process."""
+
+
+class ArtifactError(ChainError):
+    """Compiled contract artifacts are missing, unreadable or out of date."""
+
+
+class RPCError(ChainError):
+    """A JSON-RPC request failed; ``code`` is the JSON-RPC error code when there is one."""
+
+    def __init__(self, message: str, *, code: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.url = url
+
+
+class TransientRPCError(RPCError):
+    """A failure that may succeed when retried (timeout, rate limit, 5xx, reset)."""
+
+
+class RPCConnectionError(TransientRPCError):
+    """The endpoint could not be reached (refused, DNS, TLS, closed)."""
+
+
+class ExecutionRevertedError(RPCError):
+    """A call or transaction reverted; ``reason`` is the decoded revert string if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        code: int | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, url=url)
+        self.reason = reason
