@@ -27,6 +27,20 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 2_000  # txs per block: anvil's pending pool slows down sharply past this
 _NONCE_BATCH = 1_000
+MAX_REQUEST_BYTES = 1_000_000  # anvil drops the connection on much larger request bodies
+
+
+def _by_size(chunk: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """Split ``chunk`` (order kept) into parts whose calldata stays under the request cap."""
+    parts: list[list[dict[str, str]]] = []
+    size = MAX_REQUEST_BYTES
+    for tx in chunk:
+        if size + len(tx["data"]) > MAX_REQUEST_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(tx)
+        size += len(tx["data"])
+    return parts
 
 
 @dataclass(slots=True)
@@ -87,8 +101,8 @@ class TxSender:
         chunks = [queue[i : i + self.chunk] for i in range(0, len(queue), self.chunk)] or [[]]
         for i, chunk in enumerate(chunks):
             self._assign_nonces(chunk)
-            if chunk:
-                self.client.batch([("eth_sendTransaction", [tx]) for tx in chunk])
+            for part in _by_size(chunk):
+                self.client.batch([("eth_sendTransaction", [tx]) for tx in part])
             gap = advance_s if (i == 0 and advance_s is not None) else self.block_interval_s
             self.timestamp += gap
             self.client.batch([("evm_setNextBlockTimestamp", [self.timestamp]), ("evm_mine", [])])
