@@ -128,31 +128,43 @@ class TxSender:
             self._nonces[address] = hex_to_int(count)
 
     def _verify_block(self, chunk: list[dict[str, str]]) -> None:
-        receipts: list[dict[str, Any]] = self.client.call("eth_getBlockReceipts", ["latest"])
-        if len(receipts) != len(chunk):
+        """Check every transaction of the block just mined succeeded, and count its events.
+
+        anvil answers ``eth_getBlockReceipts`` in O(n²) (3 s for 2,000 receipts), but
+        ``eth_getLogs`` by block hash in milliseconds. A reverted transaction emits no log,
+        so only the transactions without any log need their receipt read.
+        """
+        block = self.client.call("eth_getBlockByNumber", ["latest", False])
+        hashes: list[str] = block["transactions"]
+        if len(hashes) != len(chunk):
             raise DevnetError(
                 f"chain {self.client.url}: sent {len(chunk)} transactions but the block holds "
-                f"{len(receipts)}; the node dropped some (is another process mining it?)"
+                f"{len(hashes)}; the node dropped some (is another process mining it?)"
             )
+        logs: list[dict[str, Any]] = self.client.call("eth_getLogs", [{"blockHash": block["hash"]}])
         stats = self.stats
-        number = hex_to_int(receipts[0]["blockNumber"]) if receipts else None
-        for tx, receipt in zip(chunk, receipts, strict=True):
-            if receipt["status"] != "0x1":
-                raise DevnetError(self._describe_failure(tx, receipt))
-            logs = receipt["logs"]
-            stats.events += len(logs)
-            if self.count_topics:
-                for entry in logs:
-                    topic = entry["topics"][0]
-                    stats.events_by_topic[topic] = stats.events_by_topic.get(topic, 0) + 1
-        if number is None:
-            number = hex_to_int(self.client.call("eth_blockNumber"))
+        with_logs = {entry["transactionIndex"] for entry in logs}
+        silent = [i for i in range(len(chunk)) if to_hex(i) not in with_logs]
+        receipts = self.client.batch([("eth_getTransactionReceipt", [hashes[i]]) for i in silent])
+        for i, receipt in zip(silent, receipts, strict=True):
+            if receipt is None or receipt["status"] != "0x1":
+                raise DevnetError(self._describe_failure(chunk[i], receipt, hashes[i]))
+        stats.events += len(logs)
+        if self.count_topics:
+            for entry in logs:
+                topic = entry["topics"][0]
+                stats.events_by_topic[topic] = stats.events_by_topic.get(topic, 0) + 1
+        number = hex_to_int(block["number"])
         stats.blocks += 1
         stats.transactions += len(chunk)
         stats.first_block = number if stats.first_block is None else stats.first_block
         stats.last_block = number
 
-    def _describe_failure(self, tx: dict[str, str], receipt: dict[str, Any]) -> str:
+    def _describe_failure(
+        self, tx: dict[str, str], receipt: dict[str, Any] | None, tx_hash: str
+    ) -> str:
+        if receipt is None:
+            return f"transaction {tx_hash} from {tx['from']} was mined but has no receipt"
         block = hex_to_int(receipt["blockNumber"])
         call = {k: tx[k] for k in ("from", "to", "data", "gas") if k in tx}
         gas_used, gas_limit = hex_to_int(receipt["gasUsed"]), hex_to_int(tx["gas"])

@@ -79,6 +79,9 @@ contract OptionsMarket is Owned {
     event Liquidated(address indexed user, address indexed liquidator, uint256 maintenanceUsd, uint256 collateralUsd, uint256 penalty);
     event CollateralSeized(address indexed user, address indexed token, uint256 amount);
     event BadDebt(address indexed user, uint256 amount);
+    /// @notice Quote collateral credited to a liquidated account for its in-the-money longs
+    /// (every other change of `collateralOf` is implied by the events above).
+    event CollateralCredited(address indexed user, address indexed token, uint256 amount);
 
     constructor(address quoteToken_, uint16 mmBps_, uint16 imBps_, uint16 penaltyBps_) {
         require(mmBps_ > 0 && imBps_ >= mmBps_, "bad margin rates");
@@ -242,6 +245,7 @@ contract OptionsMarket is Owned {
             poolQuote -= credit;
             collateralOf[user][quoteToken] += credit;
             costUsd = 0;
+            if (credit > 0) emit CollateralCredited(user, quoteToken, credit);
         }
         uint256 penalty = penaltyUsd / scale;
         _collect(user, _ceilDiv(uint256(costUsd), scale) + penalty);

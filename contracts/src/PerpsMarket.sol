@@ -61,6 +61,13 @@ contract PerpsMarket is Owned {
         address indexed user, bytes32 indexed market, address indexed liquidator, int256 size, uint256 priceWad
     );
     event Liquidated(address indexed user, address indexed liquidator, int256 equity, uint256 fee, uint256 badDebt);
+    /// @notice The account's margin (quote units) after every change: deposits, withdrawals,
+    /// realized PnL and funding, liquidation.
+    event MarginBalance(address indexed user, int256 margin);
+    /// @notice A position's state after `modifyPosition` (a liquidation deletes it).
+    event PositionState(
+        address indexed user, bytes32 indexed market, int256 sizeWad, int256 openNotionalWad, int256 entryFundingIndexWad
+    );
 
     constructor(address quoteToken_) {
         quoteToken = quoteToken_;
@@ -98,11 +105,13 @@ contract PerpsMarket is Owned {
         require(IERC20(quoteToken).transferFrom(msg.sender, address(this), amount), "transfer failed");
         marginOf[msg.sender] += int256(amount);
         emit MarginDeposited(msg.sender, amount);
+        emit MarginBalance(msg.sender, marginOf[msg.sender]);
     }
 
     function withdrawMargin(uint256 amount) external {
         require(amount > 0 && int256(amount) <= marginOf[msg.sender], "not enough margin");
         marginOf[msg.sender] -= int256(amount);
+        emit MarginBalance(msg.sender, marginOf[msg.sender]);
         (int256 equity,, uint256 imUsd) = _account(msg.sender);
         require(equity >= int256(imUsd), "initial margin not met");
         require(IERC20(quoteToken).transfer(msg.sender, amount), "transfer failed");
@@ -143,6 +152,8 @@ contract PerpsMarket is Owned {
             require(equity >= int256(imUsd), "initial margin not met");
         }
         emit PositionModified(msg.sender, market, sizeDelta, price, newSize, _toQuote(realized), _toQuote(funding));
+        emit PositionState(msg.sender, market, p.sizeWad, p.openNotionalWad, p.entryFundingIndexWad);
+        emit MarginBalance(msg.sender, marginOf[msg.sender]);
     }
 
     function liquidate(address user) external {
@@ -179,6 +190,7 @@ contract PerpsMarket is Owned {
             poolQuote -= int256(badDebt);
             totalBadDebt += badDebt;
         }
+        emit MarginBalance(user, marginOf[user]);
         emit Liquidated(user, msg.sender, equity, fee, badDebt);
     }
 

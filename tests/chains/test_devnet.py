@@ -195,6 +195,7 @@ def test_every_event_type_is_emitted_and_decodes(
         _transact(client, DEPLOYER, perps, encode_call("depositMargin(uint256)", 10**7))
         _transact(client, DEPLOYER, perps, encode_call("withdrawMargin(uint256)", 10**6))
     _cover_a_deficit(state)
+    _liquidate_a_call_spread(state)
     seen: dict[str, int] = {}
     for node in state.nodes:
         with RpcClient(node.rpc_url) as client:
@@ -204,6 +205,46 @@ def test_every_event_type_is_emitted_and_decodes(
                 seen[event.signature] = seen.get(event.signature, 0) + 1
     missing = sorted({e.signature for e in event_table().values()} - set(seen))
     assert missing == [], f"never emitted: {missing}"
+
+
+def _liquidate_a_call_spread(state: DevnetState) -> None:
+    """Liquidate a BTC bull call spread after BTC doubles: the short leg breaks maintenance
+    while the long leg is worth more, so the account is credited (``CollateralCredited``)."""
+    home = state.nodes[0]
+    contracts, tokens = state.contracts[str(home.chain_id)], state.tokens[str(home.chain_id)]
+    market, usdc = contracts["options_market"], tokens["USDC"]
+    user = "0x00000000000000000000000000000000000C0FFE"
+    with RpcClient(home.rpc_url) as client:
+        table = event_table()
+        btc_calls = [
+            (hex_to_int(log["topics"][1]), _decode(table[log["topics"][0]], log))
+            for log in _logs(client)
+            if table[log["topics"][0]].name == "SeriesCreated"
+        ]
+        btc_calls = [
+            (series, fields)
+            for series, fields in btc_calls
+            if fields[1].rstrip(b"\0") == b"BTC" and fields[4]
+        ]
+        latest_expiry = max(fields[2] for _, fields in btc_calls)
+        by_strike = sorted((f[3], s) for s, f in btc_calls if f[2] == latest_expiry)
+        (low_strike, low), (high_strike, high) = by_strike[0], by_strike[-1]
+        collateral = high_strike // 10**12 // 4  # USDC units: a quarter of the high strike
+        _transact(client, DEPLOYER, usdc, encode_call("mint(address,uint256)", user, collateral))
+        _transact(client, user, usdc, encode_call("approve(address,uint256)", market, collateral))
+        _transact(
+            client,
+            user,
+            market,
+            encode_call("depositCollateral(address,uint256)", usdc, collateral),
+        )
+        for series, size in ((low, 10**18), (high, -(10**18))):
+            _transact(
+                client, user, market, encode_call("trade(uint256,int256,uint256)", series, size, 0)
+            )
+    assert low_strike < high_strike
+    chain = ChainContracts(home.chain_id, home.rpc_url, contracts, tokens)
+    crash([chain], asset="BTC", move=1.0, blocks=1)
 
 
 def _cover_a_deficit(state: DevnetState) -> None:
