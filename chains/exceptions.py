@@ -16,10 +16,14 @@ inherit the builtin a caller would naturally expect.
     └── RPCError                            a JSON-RPC call failed
         ├── TransientRPCError               worth retrying: timeouts, 429, 5xx, resets
         │   └── RPCConnectionError          the endpoint could not be reached at all
-        └── ExecutionRevertedError          a call or transaction reverted
+        ├── ExecutionRevertedError          a call or transaction reverted
+        ├── ChainIdMismatchError            an endpoint answers another eth_chainId
+        └── GenesisMismatchError            an endpoint serves another chain (block 0 differs)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ChainError(Exception):
@@ -54,12 +58,24 @@ class ArtifactError(ChainError):
 
 
 class RPCError(ChainError):
-    """A JSON-RPC request failed; ``code`` is the JSON-RPC error code when there is one."""
+    """A JSON-RPC request failed; ``code`` is the JSON-RPC error code when there is one.
 
-    def __init__(self, message: str, *, code: int | None = None, url: str | None = None) -> None:
+    ``data`` is the error's ``data`` member when it is kept (e.g. the range a provider
+    suggests with an ``eth_getLogs`` range-limit error).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        url: str | None = None,
+        data: Any = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.url = url
+        self.data = data
 
 
 class TransientRPCError(RPCError):
@@ -83,3 +99,25 @@ class ExecutionRevertedError(RPCError):
     ) -> None:
         super().__init__(message, code=code, url=url)
         self.reason = reason
+
+
+class ChainIdMismatchError(RPCError):
+    """An endpoint answered ``eth_chainId`` with another chain id than the configured one."""
+
+    def __init__(self, message: str, *, expected: int, found: int, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.expected = expected
+        self.found = found
+
+
+class GenesisMismatchError(RPCError):
+    """An endpoint's block 0 hash differs from the expected (or first seen) genesis hash.
+
+    The endpoint serves another chain, or a restarted node that rebuilt its history (anvil
+    keeps no state): data from it must not be mixed with data already indexed.
+    """
+
+    def __init__(self, message: str, *, expected: str, found: str, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.expected = expected
+        self.found = found

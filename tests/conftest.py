@@ -1,10 +1,27 @@
-"""Fixtures for every test: nothing from the developer's shell leaks into a test."""
+"""Fixtures for every test.
+
+- nothing from the developer's shell leaks into a test (``RTRM_*`` variables unset);
+- ``anvil_factory(chain_id=31337, **config)`` starts a real anvil node per call (any
+  :class:`~chains.anvil.AnvilConfig` field as a keyword, plus ``die_with_parent`` and
+  ``startup_timeout_s``), logs to the test's tmp dir, and stops every node it started
+  when the test ends, pass or fail;
+- ``anvil`` is one default node (chain id 31337, automine); ``anvil_rpc`` is an
+  :class:`~chains.rpc.RpcClient` connected to it.
+
+Tests using a chain should be marked ``@pytest.mark.chain``.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from chains.anvil import AnvilConfig, AnvilNode
+from chains.rpc import RpcClient
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +30,48 @@ def _no_rtrm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("RTRM_"):
             monkeypatch.delenv(name)
+
+
+DEFAULT_CHAIN_ID = 31337
+
+AnvilFactory = Callable[..., AnvilNode]
+
+
+@pytest.fixture
+def anvil_factory(tmp_path: Path) -> Iterator[AnvilFactory]:
+    """Start anvil nodes on demand; all of them are stopped at teardown."""
+    nodes: list[AnvilNode] = []
+
+    def start(
+        chain_id: int = DEFAULT_CHAIN_ID,
+        *,
+        die_with_parent: bool = True,
+        startup_timeout_s: float = 15,
+        **config: Any,
+    ) -> AnvilNode:
+        log_path = tmp_path / f"anvil-{chain_id}-{len(nodes)}.log"
+        node = AnvilNode.start(
+            AnvilConfig(chain_id=chain_id, **config),
+            log_path=log_path,
+            die_with_parent=die_with_parent,
+            startup_timeout_s=startup_timeout_s,
+        )
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def anvil(anvil_factory: AnvilFactory) -> AnvilNode:
+    """One running node: chain id 31337, automine, auto-impersonation, zero base fee."""
+    return anvil_factory()
+
+
+@pytest.fixture
+def anvil_rpc(anvil: AnvilNode) -> Iterator[RpcClient]:
+    """A JSON-RPC client connected to ``anvil``."""
+    with RpcClient(anvil.url, timeout_s=10) as client:
+        yield client
