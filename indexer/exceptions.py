@@ -2,13 +2,85 @@
 
 Messages name the chain id and block range involved and what to do next::
 
-    IndexerError        root: anything that stops indexing or reading the store
+    IndexerError                    root: anything that stops indexing or reading the store
+    ├── StoreError                  the database cannot be opened, migrated or written
+    │   └── WriterLockedError       another indexer already writes this chain
+    ├── ChainPausedError            a chain stopped to protect the store (reorg below
+    │                               finality, syncing node, new genesis); others go on
+    ├── DecodeError (ValueError)    a log does not match its event's ABI
+    └── RangeNotSplittableError     eth_getLogs failed on a single block: back off, retry
 """
 
 from __future__ import annotations
 
-__all__ = ["IndexerError"]
+__all__ = [
+    "ChainPausedError",
+    "DecodeError",
+    "IndexerError",
+    "RangeNotSplittableError",
+    "StoreError",
+    "WriterLockedError",
+]
 
 
 class IndexerError(Exception):
     """Root of every error raised by ``indexer``."""
+
+
+class StoreError(IndexerError):
+    """The store cannot be opened, migrated or written."""
+
+
+class WriterLockedError(StoreError):
+    """Another process holds the single-writer lock of a chain."""
+
+
+class ChainPausedError(IndexerError):
+    """Indexing a chain must stop until an operator acts (the message says how)."""
+
+    def __init__(self, chain_id: int, reason: str) -> None:
+        super().__init__(f"chain {chain_id} paused: {reason}")
+        self.chain_id = chain_id
+        self.reason = reason
+
+
+class DecodeError(IndexerError, ValueError):
+    """A log's topics or data do not match the ABI of its event.
+
+    The message names the chain, block, transaction, log index, event and field; the same
+    facts are attributes (``None`` where unknown; ``block``/``log_index`` as the node sent
+    them, hex strings).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain_id: int | None = None,
+        block: object = None,
+        tx_hash: object = None,
+        log_index: object = None,
+        event: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.chain_id = chain_id
+        self.block = block
+        self.tx_hash = tx_hash
+        self.log_index = log_index
+        self.event = event
+        self.field = field
+
+
+class RangeNotSplittableError(IndexerError):
+    """An ``eth_getLogs`` call over one block failed with a range-size or unknown error.
+
+    Splitting cannot help, so the caller should back off and retry (or fail over to another
+    endpoint) instead of looping; ``cause`` is the provider's error.
+    """
+
+    def __init__(self, message: str, *, chain_id: int, block: int, cause: object) -> None:
+        super().__init__(message)
+        self.chain_id = chain_id
+        self.block = block
+        self.cause = cause

@@ -1,0 +1,166 @@
+"""How close to the RPC ceiling does the indexer run? (``python bench/indexer.py``)
+
+In one run, on one seeded anvil chain (``--users``, default 65,000: about 1.1M events):
+
+(a) the raw ceiling: a minimal client that only calls ``eth_getLogs`` over the same
+    contracts and parses the JSON (orjson), no decoding, no storage — the best events/s
+    over several block spans and concurrencies;
+(b) RTRM end to end, ``rtrm index --once`` in a fresh process, into SQLite and into
+    PostgreSQL (a fresh schema): events/s, the ratio ours/raw, JSON-RPC calls per 1,000
+    events and the indexer process's peak memory (max RSS).
+
+Prints a markdown table and the machine it ran on. Target: ratio >= 0.6 on both stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+from sqlalchemy import create_engine, text
+
+from chains.devnet import DevnetOptions, up
+from chains.registry import load_registry
+from indexer.store import open_store
+
+POSTGRES_URL = os.environ.get(
+    "RTRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+async def _raw_pass(url: str, addresses: list[str], last: int, span: int, workers: int) -> int:
+    """Fetch every log in ``[0, last]`` with ``workers`` concurrent getLogs of ``span``."""
+    ranges = [(lo, min(lo + span - 1, last)) for lo in range(0, last + 1, span)]
+    total = 0
+    connector = aiohttp.TCPConnector(limit=workers)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal total
+            while ranges:
+                lo, hi = ranges.pop(0)
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "eth_getLogs",
+                    "params": [{"fromBlock": hex(lo), "toBlock": hex(hi), "address": addresses}],
+                }
+                async with session.post(url, data=orjson.dumps(body)) as response:
+                    result = orjson.loads(await response.read())["result"]
+                total += len(result)
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return total
+
+
+def raw_ceiling(url: str, addresses: list[str], last: int) -> tuple[float, int, str]:
+    """Best events/s of the minimal client over spans and concurrencies."""
+    best = (0.0, 0, "")
+    for span in (1, 2, 4, 8):
+        for workers in (1, 2, 4):
+            started = time.perf_counter()
+            events = asyncio.run(_raw_pass(url, addresses, last, span, workers))
+            rate = events / (time.perf_counter() - started)
+            if rate > best[0]:
+                best = (rate, events, f"span {span} blocks, {workers} concurrent")
+    return best
+
+
+def rtrm_index(config: Path, database_url: str) -> tuple[float, int, int, float]:
+    """``rtrm index --once`` in a child process: seconds, events, RPC calls, max RSS MiB."""
+    env = {**os.environ, "RTRM_DATABASE_URL": database_url, "RTRM_CONFIG": str(config)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "rtrm", "index", "--once", "--no-progress", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"rtrm index failed:\n{done.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    summary = orjson.loads(done.stdout)
+    events = sum(chain["events"] for chain in summary)
+    calls = sum(chain["rpc_calls"] for chain in summary)
+    rss_mib = max(peak, before) / 1024  # Linux reports KiB
+    return seconds, events, calls, rss_mib
+
+
+def _postgres_url() -> tuple[str, str]:
+    schema = f"rtrm_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
+
+
+def _drop_schema(schema: str) -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=65_000)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        state, nodes = up(
+            DevnetOptions(chains=1, users=args.users, block_time_s=0, state_dir=Path(home))
+        )
+        try:
+            config = Path(state.config_path)
+            chain = load_registry(config).chains[0]
+            url = chain.rpc_urls[0]
+            addresses = [c.address for c in chain.contracts]
+            last = int(state.summary["chains"][0]["head"])
+            raw_rate, raw_events, raw_how = raw_ceiling(url, addresses, last)
+            rows = []
+            sqlite_url = f"sqlite:///{Path(home) / 'bench.db'}"
+            open_store(sqlite_url).dispose()  # migrations are not part of the timing
+            rows.append(("SQLite", *rtrm_index(config, sqlite_url)))
+            if not args.no_postgres:
+                pg_url, schema = _postgres_url()
+                try:
+                    open_store(pg_url).dispose()
+                    rows.append(("PostgreSQL", *rtrm_index(config, pg_url)))
+                finally:
+                    _drop_schema(schema)
+        finally:
+            for node in nodes:
+                node.stop()
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {python}; one anvil")
+    print(f"raw ceiling: {raw_events:,} events at {raw_rate:,.0f} events/s ({raw_how})")
+    print(
+        "| store | events | seconds | events/s | raw events/s | ours/raw "
+        "| RPC calls per 1k events | peak RSS (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for store, seconds, events, calls, rss in rows:
+        rate = events / seconds
+        print(
+            f"| {store} | {events:,} | {seconds:.1f} | {rate:,.0f} | {raw_rate:,.0f} "
+            f"| {rate / raw_rate:.2f} | {calls / max(events, 1) * 1000:.2f} | {rss:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

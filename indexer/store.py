@@ -1,0 +1,312 @@
+"""The store's engine, migrations, single-writer lock, bulk writes and rollback.
+
+``open_store(url)`` makes an engine tuned for the dialect (SQLite: WAL, a busy timeout,
+``synchronous=NORMAL``, foreign keys off; PostgreSQL: a small pool) and
+:func:`upgrade` brings the schema to Alembic's head — the only way the schema changes.
+
+Writes of one indexed range happen in one transaction (:meth:`Store.transaction`), through
+:class:`BulkWriter`, which bypasses the ORM for speed: ``executemany`` on SQLite and
+``COPY … FROM STDIN`` on PostgreSQL for inserts, a keyed bulk ``UPDATE`` for closing
+versions. :func:`rollback` removes everything a chain wrote above a block: two statements
+per versioned table, one per fact table, on both databases.
+
+Invariants: one writer per chain — on PostgreSQL a session advisory lock keyed by chain
+id (:meth:`Store.writer_lock`), on SQLite a process-wide lock around each write
+transaction (SQLite has one writer anyway); every write transaction either commits data,
+ledger and cursor together or nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from indexer.exceptions import StoreError, WriterLockedError
+from indexer.models import APPEND_ONLY_TABLES, VERSIONED_TABLES, Int256, metadata
+
+__all__ = [
+    "BulkWriter",
+    "Store",
+    "WriterLock",
+    "describe",
+    "open_store",
+    "reset_chain",
+    "rollback",
+    "schema_differences",
+    "upgrade",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+_LOCK_NAMESPACE = 0x5254524D  # "RTRM": the advisory lock key is (namespace, chain id)
+_SQLITE_WRITE_LOCK = threading.Lock()
+
+
+class Store:
+    """An engine plus the store-wide helpers; one per process and database URL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (serialised per process on SQLite)."""
+        guard = _SQLITE_WRITE_LOCK if self.dialect == "sqlite" else contextlib.nullcontext()
+        with guard, self.engine.begin() as conn:
+            yield conn
+
+    def acquire_writer(self, chain_id: int) -> WriterLock:
+        """Take the single-writer lock of ``chain_id`` (a PostgreSQL advisory lock held by
+        a dedicated connection until :meth:`WriterLock.release`).
+
+        Raises :class:`WriterLockedError` at once if another process holds it. On SQLite a
+        database file has one writer at a time anyway; the lock is a no-op there.
+        """
+        if self.dialect != "postgresql":
+            return WriterLock(None, chain_id)
+        conn = self.engine.connect()
+        key = {"ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id)}
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :chain)"), key).scalar()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise WriterLockedError(
+                f"chain {chain_id}: another indexer holds its writer lock on {self.url}; "
+                "run one `rtrm index --chain` per chain (stop the other one first)"
+            )
+        return WriterLock(conn, chain_id)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class WriterLock:
+    """A held single-writer lock; :meth:`release` is idempotent."""
+
+    def __init__(self, conn: Connection | None, chain_id: int) -> None:
+        self._conn = conn
+        self.chain_id = chain_id
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            key = {"ns": _LOCK_NAMESPACE, "chain": _lock_key(self.chain_id)}
+            conn.execute(text("SELECT pg_advisory_unlock(:ns, :chain)"), key)
+            conn.commit()
+        finally:
+            conn.close()  # closing the session releases the lock in any case
+
+
+def _lock_key(chain_id: int) -> int:
+    """Fold a chain id into PostgreSQL's signed 32-bit advisory-lock key space."""
+    folded = chain_id % (1 << 32)
+    return folded - (1 << 32) if folded >= 1 << 31 else folded
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """An engine for ``url`` (created SQLite directories included), migrated to head."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(
+            f"database_url {url!r} is not a SQLAlchemy URL ({exc}); use e.g. "
+            "sqlite:///.rtrm/rtrm.db or postgresql+psycopg://user@host:5432/db"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    elif parsed.get_backend_name() == "postgresql":
+        engine = create_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    else:
+        raise StoreError(
+            f"database_url {url!r}: unsupported database {parsed.get_backend_name()!r}; "
+            "RTRM supports sqlite and postgresql (postgresql+psycopg://…)"
+        )
+    store = Store(engine)
+    if migrate:
+        upgrade(store)
+    return store
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_conn.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA busy_timeout=60000",
+        "PRAGMA cache_size=-262144",  # 256 MiB page cache
+        "PRAGMA temp_store=MEMORY",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _alembic_config() -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    return config
+
+
+def upgrade(store: Store) -> None:
+    """Run every pending Alembic migration on ``store`` (idempotent)."""
+    config = _alembic_config()
+    head = ScriptDirectory.from_config(config).get_current_head()
+    try:
+        with store.engine.begin() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise StoreError(
+            f"cannot migrate the store at {store.url}: {exc.orig}; check database_url in "
+            "rtrm.toml (or RTRM_DATABASE_URL) and that the database is running"
+        ) from None
+
+
+def schema_differences(store: Store) -> list[Any]:
+    """What differs between the models and the migrated database (empty when they agree)."""
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+
+# ---------------------------------------------------------------- bulk writes
+
+
+class BulkWriter:
+    """Fast inserts and version closes inside one transaction, per dialect."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self._int256: dict[str, frozenset[str]] = {
+            name: frozenset(c.name for c in table.columns if isinstance(c.type, Int256))
+            for name, table in metadata.tables.items()
+        }
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` (tuples in ``columns`` order) into ``table``."""
+        if not rows:
+            return
+        dbapi: Any = self.conn.connection.dbapi_connection
+        if self.dialect == "postgresql":
+            column_list = ", ".join(columns)
+            copy_sql = f"COPY {table} ({column_list}) FROM STDIN"
+            with dbapi.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        big = self._int256[table]
+        wanted = [i for i, name in enumerate(columns) if name in big]
+        if wanted:
+            rows = [_stringify(row, wanted) for row in rows]
+        marks = ", ".join("?" * len(columns))
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
+
+    def close_versions(self, table: str, chain_id: int, closes: Sequence[tuple[int, int]]) -> None:
+        """Set ``valid_to`` of versions ``(row_id, valid_to)`` of ``chain_id``."""
+        if not closes:
+            return
+        dbapi: Any = self.conn.connection.dbapi_connection
+        if self.dialect == "postgresql":
+            with dbapi.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} AS t SET valid_to = v.valid_to "
+                    "FROM unnest(%s::bigint[], %s::bigint[]) AS v(row_id, valid_to) "
+                    "WHERE t.chain_id = %s AND t.row_id = v.row_id",
+                    ([r for r, _ in closes], [b for _, b in closes], chain_id),
+                )
+            return
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(
+                f"UPDATE {table} SET valid_to = ? WHERE chain_id = ? AND row_id = ?",
+                [(valid_to, chain_id, row_id) for row_id, valid_to in closes],
+            )
+        finally:
+            cursor.close()
+
+
+def _stringify(row: Sequence[Any], indexes: list[int]) -> tuple[Any, ...]:
+    values = list(row)
+    for i in indexes:
+        if values[i] is not None:
+            values[i] = str(values[i])
+    return tuple(values)
+
+
+def rollback(conn: Connection, chain_id: int, block: int) -> int:
+    """Remove everything ``chain_id`` indexed above ``block``; returns raw events removed.
+
+    Versioned tables: versions born above ``block`` go, versions closed above it are
+    current again. Facts, raw events and the ledger above ``block`` go. The caller moves
+    the cursor in the same transaction.
+    """
+    params = {"chain": chain_id, "block": block}
+    for model in VERSIONED_TABLES:
+        name = model.__tablename__
+        conn.execute(
+            text(f"DELETE FROM {name} WHERE chain_id = :chain AND valid_from > :block"), params
+        )
+        conn.execute(
+            text(
+                f"UPDATE {name} SET valid_to = NULL WHERE chain_id = :chain AND valid_to > :block"
+            ),
+            params,
+        )
+    for model in APPEND_ONLY_TABLES:
+        conn.execute(
+            text(
+                f"DELETE FROM {model.__tablename__} "
+                "WHERE chain_id = :chain AND block_number > :block"
+            ),
+            params,
+        )
+    conn.execute(text("DELETE FROM block WHERE chain_id = :chain AND number > :block"), params)
+    removed = conn.execute(
+        text("DELETE FROM raw_event WHERE chain_id = :chain AND block_number > :block"), params
+    )
+    return int(removed.rowcount or 0)
+
+
+def reset_chain(conn: Connection, chain_id: int) -> None:
+    """Forget everything about ``chain_id`` (a node restarted with a new genesis)."""
+    rollback(conn, chain_id, -1)
+    for name in ("cursor", "reorg", "chain"):
+        conn.execute(text(f"DELETE FROM {name} WHERE chain_id = :chain"), {"chain": chain_id})
+
+
+def describe(error: BaseException) -> str:
+    """A one-line description of a database error for log lines and pause reasons."""
+    orig = getattr(error, "orig", None)
+    return str(orig or error).splitlines()[0]

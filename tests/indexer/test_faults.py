@@ -1,0 +1,89 @@
+"""RPC faults injected by a real proxy in front of anvil: the store ends up identical.
+
+Each run indexes the same seeded, crashed chain through a :class:`FaultProxy` that
+answers with HTTP 429/5xx, timeouts, truncated JSON, dropped connections and
+provider-style range-limit errors (with and without a suggested range); the result must
+equal the fault-free index, and the faults must really have happened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rtrm_testing import index_once, store_fingerprint
+
+from chains.endpoints import RpcPolicy
+from chains.faultplan import Fault, FaultPlan, RangeLimitStyle
+from chains.faultproxy import FaultProxy
+from indexer.pipeline import IndexerOptions
+
+pytestmark = pytest.mark.chain
+
+FAST_RPC = RpcPolicy(
+    request_timeout_s=1.0,
+    call_timeout_s=60.0,
+    max_attempts=12,
+    backoff_base_s=0.01,
+    backoff_max_s=0.2,
+    bench_base_s=0.05,
+    bench_max_s=0.2,
+)
+
+
+@pytest.fixture(scope="module")
+def reference(small_devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('reference') / 'rtrm.db'}"
+    index_once(small_devnet.config_path, url)
+    fingerprint: dict[str, Any] = store_fingerprint(url, small_devnet.nodes[0].chain_id)
+    return fingerprint
+
+
+PLANS = {
+    "chaos": FaultPlan.chaos(0.3, seed=7, timeout_hold_s=1.2, retry_after_s=0.05),
+    "alchemy-hint": FaultPlan(range_limit_blocks=3, range_limit_style=RangeLimitStyle.ALCHEMY),
+    "infura-hint": FaultPlan(range_limit_blocks=2, range_limit_style=RangeLimitStyle.INFURA),
+    "infura-no-hint": FaultPlan(
+        range_limit_blocks=2, range_limit_style=RangeLimitStyle.INFURA, range_limit_hint=False
+    ),
+    "quicknode": FaultPlan(range_limit_blocks=4, range_limit_style=RangeLimitStyle.QUICKNODE),
+    "generic": FaultPlan(range_limit_blocks=1, range_limit_style=RangeLimitStyle.GENERIC),
+}
+
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_faults_change_nothing(
+    small_devnet: Any, reference: dict[str, Any], plan: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    upstream = small_devnet.nodes[0].rpc_url
+    options = IndexerOptions(rpc=FAST_RPC, max_span=64)
+    with FaultProxy.start(upstream, PLANS[plan]) as proxy:
+        outcomes = index_once(small_devnet.config_path, url, rpc_urls=(proxy.url,), options=options)
+        injected = proxy.stats()
+    assert [o.status for o in outcomes] == ["ok"]
+    assert injected.injected_total() > 0, f"the {plan} plan injected nothing"
+    assert store_fingerprint(url, small_devnet.nodes[0].chain_id) == reference
+
+
+def test_every_transient_fault_kind_is_survived(
+    small_devnet: Any, reference: dict[str, Any], store_url: str
+) -> None:
+    """Every fault kind, on the first requests of each kind, on both stores."""
+    from chains.faultplan import TRANSIENT_FAULTS, FaultRule
+
+    every = (7, 11, 13, 17, 29, 19, 23)  # timeouts (the 5th) are the slowest: rarest
+    rules = tuple(FaultRule(f, every_k=k) for f, k in zip(TRANSIENT_FAULTS, every, strict=True))
+    plan = FaultPlan(rules=rules, timeout_hold_s=1.2, retry_after_s=0.05, range_limit_blocks=3)
+    with FaultProxy.start(small_devnet.nodes[0].rpc_url, plan) as proxy:
+        outcomes = index_once(
+            small_devnet.config_path,
+            store_url,
+            rpc_urls=(proxy.url,),
+            options=IndexerOptions(rpc=FAST_RPC),
+        )
+        injected = proxy.stats()
+    assert [o.status for o in outcomes] == ["ok"]
+    assert store_fingerprint(store_url, small_devnet.nodes[0].chain_id) == reference
+    assert {Fault(k) for k, n in injected.injected.items() if n} >= set(TRANSIENT_FAULTS)

@@ -1,0 +1,112 @@
+"""The store: migrations equal the models, exact integers, rollback, single writer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from indexer.exceptions import StoreError, WriterLockedError
+from indexer.state import VERSION_COLUMNS
+from indexer.store import BulkWriter, open_store, rollback, schema_differences, upgrade
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTREMES = [0, 1, -1, 2**255 - 1, -(2**255), 2**256 - 1, 10**30]
+
+
+def test_migrations_equal_the_models(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        assert schema_differences(store) == []
+        upgrade(store)  # idempotent
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+def test_alembic_cli_upgrades_to_head(store_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"url={store_url}", "upgrade", "head"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    store = open_store(store_url, migrate=False)
+    try:
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+def test_int256_round_trips_exactly(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        with store.transaction() as conn:
+            rows = [
+                [1, i + 1, "0xP", "0xA", 10, None, "collateral", f"0x{i}", "lending", v]
+                for i, v in enumerate(EXTREMES)
+            ]
+            BulkWriter(conn).insert("account_balance", VERSION_COLUMNS["account_balance"], rows)
+        with store.engine.connect() as conn:
+            got = conn.execute(text("SELECT amount FROM account_balance ORDER BY row_id"))
+            values = [int(v) for (v,) in got]
+        assert values == EXTREMES
+    finally:
+        store.dispose()
+
+
+def _version(row_id: int, account: str, valid_from: int, amount: int) -> list[object]:
+    return [1, row_id, "0xP", account, valid_from, None, "collateral", "0xT", "lending", amount]
+
+
+def test_rollback_restores_the_state_as_of_the_block(store_url: str) -> None:
+    store = open_store(store_url)
+    columns = VERSION_COLUMNS["account_balance"]
+    try:
+        with store.transaction() as conn:
+            writer = BulkWriter(conn)
+            writer.insert("account_balance", columns, [_version(1, "0xA", 10, 5)])
+        with store.transaction() as conn:
+            writer = BulkWriter(conn)
+            writer.close_versions("account_balance", 1, [(1, 20)])
+            writer.insert(
+                "account_balance", columns, [_version(2, "0xA", 20, 7), _version(3, "0xB", 21, 1)]
+            )
+        with store.transaction() as conn:
+            rollback(conn, 1, 15)
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT row_id, valid_from, valid_to, amount FROM account_balance")
+            ).all()
+        assert [(r[0], r[1], r[2], int(r[3])) for r in rows] == [(1, 10, None, 5)]
+    finally:
+        store.dispose()
+
+
+def test_a_bad_url_names_the_fix() -> None:
+    with pytest.raises(StoreError, match="supports sqlite and postgresql"):
+        open_store("mysql://root@localhost/x")
+    with pytest.raises(StoreError, match="not a SQLAlchemy URL"):
+        open_store("not a url")
+
+
+def test_only_one_writer_per_chain_on_postgres(store_url: str) -> None:
+    if not store_url.startswith("postgresql"):
+        pytest.skip("advisory locks are a PostgreSQL feature; SQLite has one writer anyway")
+    first, second = open_store(store_url), open_store(store_url, migrate=False)
+    try:
+        lock = first.acquire_writer(42161)
+        with pytest.raises(WriterLockedError, match="chain 42161"):
+            second.acquire_writer(42161)
+        other = second.acquire_writer(10)  # another chain is free
+        other.release()
+        lock.release()
+        second.acquire_writer(42161).release()  # free again once released
+    finally:
+        first.dispose()
+        second.dispose()
