@@ -54,7 +54,11 @@ def main() -> None:
         started = time.perf_counter()
         state, nodes = up(
             DevnetOptions(
-                chains=args.chains, users=args.users, block_time_s=0, state_dir=Path(home)
+                chains=args.chains,
+                users=args.users,
+                block_time_s=0,
+                state_dir=Path(home),
+                keep_states=64,
             )
         )
         seconds = time.perf_counter() - started

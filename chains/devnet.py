@@ -74,6 +74,9 @@ class DevnetOptions:
     state_dir: Path = field(default_factory=state_dir_default)
     detach: bool = False
     base_port: int | None = None  # ports base_port, base_port + 1, ...; None = free ports
+    # Keep only this many recent block states in anvil's memory (eth_call further back
+    # fails). anvil otherwise keeps a copy per block: a 100k-user world needs > 8 GB.
+    keep_states: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.chains <= MAX_CHAINS:
@@ -143,6 +146,10 @@ def _parallel(fn: Callable[[ChainPlan], T], plans: list[ChainPlan]) -> list[T]:
         return list(pool.map(fn, plans))
 
 
+def _state_args(keep_states: int | None) -> tuple[str, ...]:
+    return () if keep_states is None else ("--prune-history", str(keep_states))
+
+
 def up(
     options: DevnetOptions, progress: Progress | None = None
 ) -> tuple[DevnetState, list[AnvilNode]]:
@@ -168,6 +175,7 @@ def up(
                 no_mining=True,
                 genesis_timestamp=GENESIS_TIMESTAMP,
                 gas_limit=BLOCK_GAS_LIMIT,
+                extra_args=_state_args(options.keep_states),
             )
             log_path = state_dir / f"anvil-{plan.chain_id}.log"
             nodes.append(

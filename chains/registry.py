@@ -63,7 +63,7 @@ _TOP = {"chains": True, "store": False, "assets": False}
 _STORE = {"database_url": False}
 _ASSET = {"name": True, "underlying": False, "peg": False}
 _CHAIN = dict.fromkeys(("name", "rpc_urls", "finality_depth", "block_time_s"), True)
-_CHAIN |= dict.fromkeys(("genesis_hash", "contracts", "tokens"), False)
+_CHAIN |= dict.fromkeys(("genesis_hash", "contracts", "tokens", "rpc_rate_limit_per_s"), False)
 _CONTRACT = {"kind": True, "address": True, "deployed_block": True, "asset": False}
 _TOKEN = {"address": True, "decimals": True, "asset": True, "kind": True}
 
@@ -78,6 +78,7 @@ _EXAMPLES = {
     "finality_depth": "finality_depth = 32",
     "block_time_s": "block_time_s = 12.0",
     "genesis_hash": 'genesis_hash = "0x…" (64 hex digits)',
+    "rpc_rate_limit_per_s": "rpc_rate_limit_per_s = 25.0",
     "kind": 'kind = "lending_pool"',
     "address": 'address = "0x…" (40 hex digits)',
     "deployed_block": "deployed_block = 5",
@@ -160,6 +161,8 @@ def _chain_dict(chain: ChainSpec) -> dict[str, Any]:
     }
     if chain.genesis_hash is not None:
         table["genesis_hash"] = chain.genesis_hash
+    if chain.rpc_rate_limit_per_s:
+        table["rpc_rate_limit_per_s"] = chain.rpc_rate_limit_per_s
     if chain.contracts:
         table["contracts"] = {c.name: _contract_dict(c) for c in chain.contracts}
     if chain.tokens:
@@ -279,6 +282,7 @@ def _chain(key: str, table: _Table) -> ChainSpec:
         contracts=contracts,
         tokens=tokens,
         genesis_hash=genesis_hash.lower() if genesis_hash is not None else None,
+        rpc_rate_limit_per_s=table.optional_number("rpc_rate_limit_per_s", default=0.0),
     )
 
 
@@ -349,6 +353,9 @@ class _Table:
     def number(self, name: str) -> float:
         value: float = self._get(name, (int, float), "a number")
         return float(value)
+
+    def optional_number(self, name: str, *, default: float) -> float:
+        return self.number(name) if name in self.data else default
 
     def strings(self, name: str) -> tuple[str, ...]:
         values: list[Any] = self._get(name, (list,), "an array of strings")

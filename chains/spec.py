@@ -221,6 +221,7 @@ class ChainSpec:
     contracts: tuple[ContractSpec, ...] = ()
     tokens: tuple[TokenSpec, ...] = ()
     genesis_hash: str | None = None
+    rpc_rate_limit_per_s: float = 0.0  # per endpoint; 0 = unlimited
 
     def __post_init__(self) -> None:
         key = key_path("chains", self.chain_id)
@@ -238,6 +239,11 @@ class ChainSpec:
             raise ConfigError(
                 f"{key}.block_time_s: {self.block_time_s} must be a positive number of seconds "
                 "(e.g. 12.0 on Ethereum, 0.25 on Arbitrum)"
+            )
+        if not (math.isfinite(self.rpc_rate_limit_per_s) and self.rpc_rate_limit_per_s >= 0):
+            raise ConfigError(
+                f"{key}.rpc_rate_limit_per_s: {self.rpc_rate_limit_per_s} must be a number of "
+                "requests per second >= 0 (0: no limit), e.g. your provider's quota"
             )
         if self.genesis_hash is not None and not _BLOCK_HASH.fullmatch(self.genesis_hash):
             raise ConfigError(

@@ -541,3 +541,25 @@ def test_rtrm_config_pointing_nowhere_is_an_error(workdir: Path) -> None:
     write_toml(workdir / "rtrm.toml", sample())
     with pytest.raises(ConfigError, match=r"RTRM_CONFIG=missing\.toml: no such file"):
         find_config(env={"RTRM_CONFIG": "missing.toml"})
+
+
+def test_rpc_rate_limit_is_read_written_and_checked(tmp_path: Path) -> None:
+    from chains.registry import parse_registry, registry_to_toml
+
+    table = {
+        "chains": {
+            "1": {
+                "name": "ethereum",
+                "rpc_urls": ["http://127.0.0.1:8545"],
+                "finality_depth": 32,
+                "block_time_s": 12.0,
+                "rpc_rate_limit_per_s": 25,
+            }
+        }
+    }
+    registry = parse_registry(table)
+    assert registry.chain(1).rpc_rate_limit_per_s == 25.0
+    assert "rpc_rate_limit_per_s = 25.0" in registry_to_toml(registry)
+    table["chains"]["1"]["rpc_rate_limit_per_s"] = -1
+    with pytest.raises(ConfigError, match=r"rpc_rate_limit_per_s: -1.0 must be"):
+        parse_registry(table)
