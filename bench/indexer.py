@@ -14,17 +14,22 @@ Prints a markdown table and the machine it ran on. Target: ratio >= 0.6 on both 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python bench/indexer.py`, this folder comes first on sys.path and this file's
+# name would shadow the `indexer` package: drop the folder before importing the project.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import asyncio
 import os
 import platform
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -32,6 +37,7 @@ from sqlalchemy import create_engine, text
 
 from chains.devnet import DevnetOptions, up
 from chains.registry import load_registry
+from chains.rpc import RpcClient, hex_to_int
 from indexer.store import open_store
 
 POSTGRES_URL = os.environ.get(
@@ -56,8 +62,12 @@ async def _raw_pass(url: str, addresses: list[str], last: int, span: int, worker
                     "method": "eth_getLogs",
                     "params": [{"fromBlock": hex(lo), "toBlock": hex(hi), "address": addresses}],
                 }
-                async with session.post(url, data=orjson.dumps(body)) as response:
-                    result = orjson.loads(await response.read())["result"]
+                headers = {"Content-Type": "application/json"}
+                async with session.post(url, data=orjson.dumps(body), headers=headers) as response:
+                    answer = orjson.loads(await response.read())
+                if "result" not in answer:
+                    raise SystemExit(f"eth_getLogs {lo}..{hi} failed: {answer}")
+                result = answer["result"]
                 total += len(result)
 
         await asyncio.gather(*(worker() for _ in range(workers)))
@@ -67,8 +77,8 @@ async def _raw_pass(url: str, addresses: list[str], last: int, span: int, worker
 def raw_ceiling(url: str, addresses: list[str], last: int) -> tuple[float, int, str]:
     """Best events/s of the minimal client over spans and concurrencies."""
     best = (0.0, 0, "")
-    for span in (1, 2, 4, 8):
-        for workers in (1, 2, 4):
+    for span in (1, 2, 4):  # blocks; a seeded block holds ~3,000 events
+        for workers in (1, 2):
             started = time.perf_counter()
             events = asyncio.run(_raw_pass(url, addresses, last, span, workers))
             rate = events / (time.perf_counter() - started)
@@ -123,14 +133,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         state, nodes = up(
-            DevnetOptions(chains=1, users=args.users, block_time_s=0, state_dir=Path(home))
+            DevnetOptions(
+                chains=1, users=args.users, block_time_s=0, state_dir=Path(home), keep_states=64
+            )
         )
         try:
             config = Path(state.config_path)
             chain = load_registry(config).chains[0]
             url = chain.rpc_urls[0]
             addresses = [c.address for c in chain.contracts]
-            last = int(state.summary["chains"][0]["head"])
+            with RpcClient(url) as client:
+                last = hex_to_int(client.call("eth_blockNumber"))
             raw_rate, raw_events, raw_how = raw_ceiling(url, addresses, last)
             rows = []
             sqlite_url = f"sqlite:///{Path(home) / 'bench.db'}"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,13 +44,18 @@ from chains.exceptions import ChainError, RPCError
 from chains.spec import ChainSpec
 from chains.types import ContractKind
 from indexer.decode import decode_logs
-from indexer.exceptions import ChainPausedError, IndexerError
+from indexer.exceptions import (
+    ChainPausedError,
+    DecodeError,
+    IndexerError,
+    RangeNotSplittableError,
+)
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeConfig, RangeController
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, ContractInfo
 from indexer.store import BulkWriter, Store, reset_chain, rollback
 
-__all__ = ["BatchReport", "ChainClient", "ChainIndexer", "IndexerOptions"]
+__all__ = ["BatchReport", "ChainClient", "ChainIndexer", "IndexerOptions", "decode_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,12 @@ _CONTRACT_KINDS = {
     ContractKind.INSURANCE_FUND: "insurance_fund",
 }
 _QUOTE_TOKEN_CALL = "0x217a4b70"  # quoteToken()
+_MAX_FETCH_FAILURES = 8  # in a row on one range before the runner restarts the chain
+
+
+def _backoff_s(failures: int) -> float:
+    """Exponential back-off with full jitter, capped at 5 s."""
+    return random.uniform(0, min(5.0, 0.1 * 2**failures))
 
 
 class ChainClient(Protocol):
@@ -162,6 +174,7 @@ class ChainIndexer:
         self.paused: str | None = None
         self.genesis_hash = ""
         self.tip_replaced = False  # the last _head() found the cursor's block replaced
+        self._errors_seen: dict[tuple[str, str], int] = {}  # client error counts exported
         self._topics = event_table()
 
     # ------------------------------------------------------------ set-up
@@ -332,6 +345,7 @@ class ChainIndexer:
 
     async def _fetch(self, tip: tuple[int, str], head: int, finalized: int) -> _Range:
         """Fetch the next range after ``tip``, verified canonical (see module doc)."""
+        failures = 0
         while True:
             first, last = self.ranges.next_range(tip[0] + 1, head)
             started = time.perf_counter()
@@ -349,8 +363,17 @@ class ChainIndexer:
             except RPCError as exc:
                 if self.metrics is not None:
                     self.metrics.rpc_errors.labels(self.chain_id, type(exc).__name__).inc()
-                self.ranges.on_error(exc, first, last)
                 log.info("chain %s: getLogs %s..%s failed (%s)", self.chain_id, first, last, exc)
+                failures += 1
+                try:
+                    decision = self.ranges.on_error(exc, first, last)
+                except RangeNotSplittableError:
+                    if failures > _MAX_FETCH_FAILURES:
+                        raise
+                    await asyncio.sleep(_backoff_s(failures))
+                    continue
+                if decision.reason == "unrelated":  # not about the range: wait, same span
+                    await asyncio.sleep(_backoff_s(failures))
                 continue
             again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
             header = headers[0]
@@ -404,13 +427,20 @@ class ChainIndexer:
         m.range_span.labels(chain).set(self.ranges.span)
         m.batch_seconds.labels(chain).observe(report.write_s)
         m.paused.labels(chain).set(0)
+        stats = getattr(self.client, "stats", None)  # AsyncRpcClient: errors by kind
+        for endpoint in stats().endpoints if stats is not None else ():
+            for kind, count in endpoint.errors.items():
+                seen = self._errors_seen.get((endpoint.url, kind), 0)
+                if count > seen:
+                    m.rpc_errors.labels(chain, kind).inc(count - seen)
+                    self._errors_seen[(endpoint.url, kind)] = count
 
     # ------------------------------------------------------------ writing
 
     def _write(self, batch: _Range) -> None:
         assert self.state is not None
         raw_logs = batch.logs
-        decoded = decode_logs(self.chain_id, raw_logs)
+        decoded = decode_batch(self.chain_id, raw_logs)
         changes = self.state.apply(decoded)
         raw_rows = [self._raw_row(entry) for entry in raw_logs]
         blocks = {int(e["blockNumber"], 16): e["blockHash"] for e in raw_logs}
@@ -626,6 +656,24 @@ class ChainIndexer:
 
 class _Paused(ChainPausedError):  # noqa: N818 - a kind of pause, not an error
     """A pause that may clear by itself (syncing node): the runner retries later."""
+
+
+def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:
+    """Decode ``raw_logs``; a malformed log (data that does not fit its event's ABI) is
+    logged and left out of the derived state — it is still stored raw — instead of
+    stopping the chain on every retry."""
+    try:
+        return decode_logs(chain_id, raw_logs)
+    except DecodeError:
+        decoded: list[Any] = []
+        for entry in raw_logs:
+            try:
+                decoded += decode_logs(chain_id, [entry])
+            except DecodeError as exc:
+                log.warning(
+                    "chain %s: %s; stored raw, left out of the derived state", chain_id, exc
+                )
+        return decoded
 
 
 def _consistent(

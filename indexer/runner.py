@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chains.aiorpc import AsyncRpcClient
+from chains.endpoints import RpcPolicy
 from chains.spec import ChainSpec, Registry
 from indexer.exceptions import ChainPausedError, WriterLockedError
 from indexer.metrics import IndexerMetrics
@@ -92,7 +93,7 @@ async def _run_chain(
     indexer: ChainIndexer | None = None
     try:
         while not stop.is_set():
-            policy = options.rpc if options is not None else None
+            policy = _policy(spec, options)
             async with AsyncRpcClient(spec.rpc_urls, chain_id=chain_id, policy=policy) as client:
                 indexer = ChainIndexer(
                     spec, store, client, options=options, on_batch=tally, metrics=metrics
@@ -121,6 +122,15 @@ async def _run_chain(
         return tally.outcome(chain_id, "ok", indexer, None)
     finally:
         await asyncio.to_thread(lock.release)
+
+
+def _policy(spec: ChainSpec, options: IndexerOptions | None) -> RpcPolicy:
+    """The RPC policy for ``spec``: the options' (or the default), with the chain's rate
+    limit from ``rtrm.toml`` when it sets one."""
+    policy = (options.rpc if options is not None else None) or RpcPolicy()
+    if spec.rpc_rate_limit_per_s:
+        policy = replace(policy, rate_limit_per_s=spec.rpc_rate_limit_per_s)
+    return policy
 
 
 class _Tally:

@@ -470,3 +470,26 @@ def test_the_garbage_collector_is_restored_after_a_batch() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_malformed_log_is_left_out_not_fatal() -> None:
+    """The pipeline's batch decode keeps going past a log that does not fit its ABI."""
+    from indexer.pipeline import decode_batch
+
+    table = event_table()
+    transfer = next(e for e in table.values() if e.name == "Transfer")
+    good = {
+        "address": "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+        "topics": [transfer.topic0, "0x" + "00" * 12 + "11" * 20, "0x" + "00" * 12 + "22" * 20],
+        "data": "0x" + "00" * 31 + "05",
+        "blockNumber": "0x1",
+        "blockHash": "0x" + "ab" * 32,
+        "transactionHash": "0x" + "cd" * 32,
+        "transactionIndex": "0x0",
+        "logIndex": "0x0",
+        "removed": False,
+    }
+    short = {**good, "data": "0x05", "logIndex": "0x1"}
+    decoded = decode_batch(1, [good, short, {**good, "logIndex": "0x2"}])
+    assert [d.log_index for d in decoded] == [0, 2]
+    assert decoded[0].args["value"] == 5

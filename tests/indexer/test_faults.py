@@ -15,7 +15,7 @@ import pytest
 from rtrm_testing import index_once, store_fingerprint
 
 from chains.endpoints import RpcPolicy
-from chains.faultplan import Fault, FaultPlan, RangeLimitStyle
+from chains.faultplan import Fault, FaultPlan, FaultRule, RangeLimitStyle
 from chains.faultproxy import FaultProxy
 from indexer.pipeline import IndexerOptions
 
@@ -71,7 +71,7 @@ def test_every_transient_fault_kind_is_survived(
     small_devnet: Any, reference: dict[str, Any], store_url: str
 ) -> None:
     """Every fault kind, on the first requests of each kind, on both stores."""
-    from chains.faultplan import TRANSIENT_FAULTS, FaultRule
+    from chains.faultplan import TRANSIENT_FAULTS
 
     every = (7, 11, 13, 17, 29, 19, 23)  # timeouts (the 5th) are the slowest: rarest
     rules = tuple(FaultRule(f, every_k=k) for f, k in zip(TRANSIENT_FAULTS, every, strict=True))
@@ -87,3 +87,27 @@ def test_every_transient_fault_kind_is_survived(
     assert [o.status for o in outcomes] == ["ok"]
     assert store_fingerprint(store_url, small_devnet.nodes[0].chain_id) == reference
     assert {Fault(k) for k, n in injected.injected.items() if n} >= set(TRANSIENT_FAULTS)
+
+
+def test_rpc_errors_by_kind_reach_prometheus(small_devnet: Any, tmp_path: Path) -> None:
+    from indexer.metrics import IndexerMetrics
+
+    metrics = IndexerMetrics()
+    plan = FaultPlan(rules=(FaultRule(Fault.HTTP_503, every_k=3),), retry_after_s=0.05)
+    with FaultProxy.start(small_devnet.nodes[0].rpc_url, plan) as proxy:
+        index_once(
+            small_devnet.config_path,
+            f"sqlite:///{tmp_path / 'rtrm.db'}",
+            rpc_urls=(proxy.url,),
+            options=IndexerOptions(rpc=FAST_RPC, max_span=4),
+            metrics=metrics,
+        )
+    chain = str(small_devnet.nodes[0].chain_id)
+    samples = {
+        s.labels["kind"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "rtrm_indexer_rpc_errors"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["chain_id"] == chain
+    }
+    assert sum(samples.values()) > 0, samples

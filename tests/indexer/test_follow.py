@@ -163,3 +163,48 @@ def test_two_indexers_for_one_chain_on_postgres(small_devnet: Any, store_url: st
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)[0]["status"] == "ok"
+
+
+def test_a_broken_chain_never_stalls_the_others(tmp_path: Path) -> None:
+    """Chain 10's only endpoint drops every request; chain 1 is indexed to its head."""
+    from chains.devnet import DevnetOptions, up
+    from chains.faultplan import Fault, FaultPlan, FaultRule
+    from chains.faultproxy import FaultProxy
+
+    state, nodes = up(
+        DevnetOptions(chains=2, users=10, seed=3, block_time_s=0, state_dir=tmp_path / "net")
+    )
+    dead = FaultProxy.start(nodes[1].url, FaultPlan(rules=(FaultRule(Fault.DROP, 1.0),)))
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    try:
+        registry = load_registry(Path(state.config_path))
+        good, bad = registry.chains
+        chains = (good, replace(bad, rpc_urls=(dead.url,)))
+        store = open_store(url)
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        runner = threading.Thread(
+            target=loop.run_until_complete, args=(run_indexers(store, chains, stop=stop),)
+        )
+        runner.start()
+        try:
+            with RpcClient(nodes[0].url) as client:
+                head = hex_to_int(client.call("eth_blockNumber"))
+            deadline = time.monotonic() + 60
+            while True:
+                with store.engine.connect() as conn:
+                    if watermark(conn).get(int(good.chain_id), -1) >= head:
+                        break
+                assert time.monotonic() < deadline, "the healthy chain stalled"
+                time.sleep(0.1)
+            with store.engine.connect() as conn:
+                assert int(bad.chain_id) not in watermark(conn)
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            runner.join(timeout=60)
+            loop.close()
+            store.dispose()
+    finally:
+        dead.stop()
+        for node in nodes:
+            node.stop()
