@@ -8,62 +8,151 @@ scaled from exact integers by token decimals only here; units are in the names
 (``price_usd``, ``vol_annual``, ``theta_per_day``, ``vega_per_vol_point``).
 
 May import ``indexer`` (the loader only) and ``chains`` (asset ids).
+
+Public names are imported lazily (PEP 562), so importing ``aggregation.exceptions`` (as
+every ``rtrm`` command does) does not load numpy and scipy.
 """
 
-from aggregation.black76 import Greeks, black76
-from aggregation.hedging import HedgePlan, plan_delta_hedge, whalley_wilmott_band
-from aggregation.implied_vol import ImpliedVolResult, IVReason, implied_vol
-from aggregation.lending import LendingParams, account_health, liquidation_prices
-from aggregation.margin import (
-    MarginBook,
-    MarginParams,
-    StandardMarginParams,
-    portfolio_margin,
-    standard_margin,
-    value_instruments,
-)
-from aggregation.risk import (
-    BorrowPositions,
-    CollateralPositions,
-    OptionPositions,
-    PerpPositions,
-    RiskInputs,
-    SupplyPositions,
-    UnifiedRisk,
-    unified_risk,
-    user_risk,
-)
-from aggregation.scenarios import ScenarioGrid, deribit_pm_grid, derive_pmrm_grid, span16_grid
-from aggregation.tailrisk import (
-    ConditionalVol,
-    GarchFit,
-    TailRisk,
-    ewma_volatility,
-    fhs_scenarios,
-    fit_garch,
-    log_returns,
-    tail_risk,
-    var_es,
-)
-from aggregation.volsurface import ArbitrageViolation, SviSlice, VolSurface
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Two functions share their module's name: bind them now, after their modules load, so
+# `aggregation.black76` is always the function (a later submodule import cannot rebind it).
+from aggregation.black76 import black76
+from aggregation.implied_vol import implied_vol
+
+if TYPE_CHECKING:
+    from aggregation.black76 import Greeks
+    from aggregation.cascade import (
+        CascadeParams,
+        CascadeResult,
+        ConstantProduct,
+        LinearImpact,
+        cascade,
+    )
+    from aggregation.contagion import debtrank, eisenberg_noe, protocol_network
+    from aggregation.exposure import CanonicalMap, asset_exposure, liquidation_ladder
+    from aggregation.hedging import HedgePlan, plan_delta_hedge, whalley_wilmott_band
+    from aggregation.implied_vol import ImpliedVolResult, IVReason
+    from aggregation.lending import LendingParams, account_health, liquidation_prices
+    from aggregation.margin import (
+        MarginBook,
+        MarginParams,
+        StandardMarginParams,
+        portfolio_margin,
+        standard_margin,
+        value_instruments,
+    )
+    from aggregation.risk import (
+        BorrowPositions,
+        CollateralPositions,
+        OptionPositions,
+        PerpPositions,
+        RiskInputs,
+        SupplyPositions,
+        UnifiedRisk,
+        unified_risk,
+        user_risk,
+    )
+    from aggregation.scenarios import ScenarioGrid, deribit_pm_grid, derive_pmrm_grid, span16_grid
+    from aggregation.stress import HISTORICAL, Shock, historical, parse_shock
+    from aggregation.tailrisk import (
+        ConditionalVol,
+        GarchFit,
+        TailRisk,
+        ewma_volatility,
+        fhs_scenarios,
+        fit_garch,
+        log_returns,
+        tail_risk,
+        var_es,
+    )
+    from aggregation.volsurface import ArbitrageViolation, SviSlice, VolSurface
+
+_EXPORTS: dict[str, str] = {
+    "ArbitrageViolation": "aggregation.volsurface",
+    "BorrowPositions": "aggregation.risk",
+    "CanonicalMap": "aggregation.exposure",
+    "CascadeParams": "aggregation.cascade",
+    "CascadeResult": "aggregation.cascade",
+    "CollateralPositions": "aggregation.risk",
+    "ConditionalVol": "aggregation.tailrisk",
+    "ConstantProduct": "aggregation.cascade",
+    "GarchFit": "aggregation.tailrisk",
+    "Greeks": "aggregation.black76",
+    "HISTORICAL": "aggregation.stress",
+    "HedgePlan": "aggregation.hedging",
+    "IVReason": "aggregation.implied_vol",
+    "ImpliedVolResult": "aggregation.implied_vol",
+    "LendingParams": "aggregation.lending",
+    "LinearImpact": "aggregation.cascade",
+    "MarginBook": "aggregation.margin",
+    "MarginParams": "aggregation.margin",
+    "OptionPositions": "aggregation.risk",
+    "PerpPositions": "aggregation.risk",
+    "RiskInputs": "aggregation.risk",
+    "ScenarioGrid": "aggregation.scenarios",
+    "Shock": "aggregation.stress",
+    "StandardMarginParams": "aggregation.margin",
+    "SupplyPositions": "aggregation.risk",
+    "SviSlice": "aggregation.volsurface",
+    "TailRisk": "aggregation.tailrisk",
+    "UnifiedRisk": "aggregation.risk",
+    "VolSurface": "aggregation.volsurface",
+    "account_health": "aggregation.lending",
+    "asset_exposure": "aggregation.exposure",
+    "cascade": "aggregation.cascade",
+    "debtrank": "aggregation.contagion",
+    "deribit_pm_grid": "aggregation.scenarios",
+    "derive_pmrm_grid": "aggregation.scenarios",
+    "eisenberg_noe": "aggregation.contagion",
+    "ewma_volatility": "aggregation.tailrisk",
+    "fhs_scenarios": "aggregation.tailrisk",
+    "fit_garch": "aggregation.tailrisk",
+    "historical": "aggregation.stress",
+    "liquidation_ladder": "aggregation.exposure",
+    "liquidation_prices": "aggregation.lending",
+    "log_returns": "aggregation.tailrisk",
+    "parse_shock": "aggregation.stress",
+    "plan_delta_hedge": "aggregation.hedging",
+    "portfolio_margin": "aggregation.margin",
+    "protocol_network": "aggregation.contagion",
+    "span16_grid": "aggregation.scenarios",
+    "standard_margin": "aggregation.margin",
+    "tail_risk": "aggregation.tailrisk",
+    "unified_risk": "aggregation.risk",
+    "user_risk": "aggregation.risk",
+    "value_instruments": "aggregation.margin",
+    "var_es": "aggregation.tailrisk",
+    "whalley_wilmott_band": "aggregation.hedging",
+}
 
 __all__ = [
+    "HISTORICAL",
     "ArbitrageViolation",
     "BorrowPositions",
+    "CanonicalMap",
+    "CascadeParams",
+    "CascadeResult",
     "CollateralPositions",
     "ConditionalVol",
+    "ConstantProduct",
     "GarchFit",
     "Greeks",
     "HedgePlan",
     "IVReason",
     "ImpliedVolResult",
     "LendingParams",
+    "LinearImpact",
     "MarginBook",
     "MarginParams",
     "OptionPositions",
     "PerpPositions",
     "RiskInputs",
     "ScenarioGrid",
+    "Shock",
     "StandardMarginParams",
     "SupplyPositions",
     "SviSlice",
@@ -71,17 +160,25 @@ __all__ = [
     "UnifiedRisk",
     "VolSurface",
     "account_health",
+    "asset_exposure",
     "black76",
+    "cascade",
+    "debtrank",
     "deribit_pm_grid",
     "derive_pmrm_grid",
+    "eisenberg_noe",
     "ewma_volatility",
     "fhs_scenarios",
     "fit_garch",
+    "historical",
     "implied_vol",
+    "liquidation_ladder",
     "liquidation_prices",
     "log_returns",
+    "parse_shock",
     "plan_delta_hedge",
     "portfolio_margin",
+    "protocol_network",
     "span16_grid",
     "standard_margin",
     "tail_risk",
@@ -91,3 +188,16 @@ __all__ = [
     "var_es",
     "whalley_wilmott_band",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aggregation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,6 +19,7 @@ import argparse
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -120,14 +121,33 @@ def vollib_implied(
     return np.array(vols), time.process_time() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--options", type=int, default=1_000_000)
-    parser.add_argument("--sample", type=int, default=20_000, help="options priced by vollib")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-    n, m = args.options, args.sample
-    x = make_inputs(n, args.seed)
+@dataclass(frozen=True, slots=True)
+class GreeksBench:
+    """One run's measurements: ours on ``n`` options, vollib on the first ``m``."""
+
+    n: int
+    m: int
+    ours_s: float
+    iv_s: float
+    ref_s: float  # vollib, on m options
+    ref_iv_s: float
+    diffs: dict[str, float]  # max |ours - vollib| per Greek
+    iv_gap: float  # max |our IV - vollib's IV| where the price pins the vol
+    iv_err: float  # max |our IV - true vol| where pinned
+    ref_iv_err: float
+    pinned: int
+    pinned_sample: int
+    solved: int
+    ref_failures: int
+
+    @property
+    def scale(self) -> float:
+        return self.n / self.m
+
+
+def measure(n: int, m: int, seed: int) -> GreeksBench:
+    """Time and compare Greeks and implied vols (ours on ``n``, vollib on ``m`` of them)."""
+    x = make_inputs(n, seed)
     pricing = (x["forward"], x["strike"], x["t_years"], x["vol"], x["rate"], x["is_call"])
 
     ours_s = best_of(3, lambda: black76(*pricing))
@@ -145,8 +165,26 @@ def main() -> None:
     except ImportError:
         print("vollib is not installed (pip install vollib): reference columns skipped")
         ref, ref_s, ref_iv, ref_iv_s = {}, float("nan"), np.full(m, np.nan), float("nan")
-    scale = n / m
+    return GreeksBench(
+        n=n,
+        m=m,
+        ours_s=ours_s,
+        iv_s=iv_s,
+        ref_s=ref_s,
+        ref_iv_s=ref_iv_s,
+        diffs={g: float(np.max(np.abs(getattr(ours, g)[:m] - ref[g]))) for g in ref},
+        iv_gap=float(np.nanmax(np.abs(iv.vol[:m] - ref_iv)[pinned[:m]])),
+        iv_err=iv_err,
+        ref_iv_err=float(np.nanmax(np.abs(ref_iv - x["vol"][:m])[pinned[:m]])),
+        pinned=int(pinned.sum()),
+        pinned_sample=int(pinned[:m].sum()),
+        solved=int(iv.ok.sum()),
+        ref_failures=int(np.isnan(ref_iv).sum()),
+    )
 
+
+def print_table(r: GreeksBench) -> None:
+    n, m = r.n, r.m
     print(
         f"\n{n:,} options, {platform.python_implementation()} {platform.python_version()}, "
         f"{platform.machine()}; vollib timed on {m:,} and scaled to {n:,}\n"
@@ -156,28 +194,34 @@ def main() -> None:
         "| speed-up | max abs diff vs vollib |"
     )
     print("|---|---|---|---|---|---|---|")
-    diffs = {g: float(np.max(np.abs(getattr(ours, g)[:m] - ref[g]))) for g in ref}
-    diff_text = ", ".join(f"{g} {d:.1e}" for g, d in diffs.items()) or "n/a"
-    ref_1m = ref_s * scale
+    diff_text = ", ".join(f"{g} {d:.1e}" for g, d in r.diffs.items()) or "n/a"
+    ref_1m = r.ref_s * r.scale
     print(
-        f"| price + delta, gamma, vega, theta (+ vanna, volga) | {ours_s:.3f} s | "
-        f"{ref_1m:.1f} s | {ours_s / n * 1e6:.3f} | {ref_s / m * 1e6:.1f} | "
-        f"{ref_1m / ours_s:,.0f}x | {diff_text} |"
+        f"| price + delta, gamma, vega, theta (+ vanna, volga) | {r.ours_s:.3f} s | "
+        f"{ref_1m:.1f} s | {r.ours_s / n * 1e6:.3f} | {r.ref_s / m * 1e6:.1f} | "
+        f"{ref_1m / r.ours_s:,.0f}x | {diff_text} |"
     )
-    ref_iv_1m = ref_iv_s * scale
-    ref_iv_err = float(np.nanmax(np.abs(ref_iv - x["vol"][:m])[pinned[:m]]))
-    iv_gap = float(np.nanmax(np.abs(iv.vol[:m] - ref_iv)[pinned[:m]]))
+    ref_iv_1m = r.ref_iv_s * r.scale
     print(
-        f"| implied vol | {iv_s:.3f} s | {ref_iv_1m:.1f} s | {iv_s / n * 1e6:.3f} | "
-        f"{ref_iv_s / m * 1e6:.1f} | {ref_iv_1m / iv_s:,.0f}x | vol {iv_gap:.1e} |"
+        f"| implied vol | {r.iv_s:.3f} s | {ref_iv_1m:.1f} s | {r.iv_s / n * 1e6:.3f} | "
+        f"{r.ref_iv_s / m * 1e6:.1f} | {ref_iv_1m / r.iv_s:,.0f}x | vol {r.iv_gap:.1e} |"
     )
     print(
         f"\nimplied-vol round trip where the price pins the vol, max |vol - true|: RTRM "
-        f"{iv_err:.1e} ({int(pinned.sum()):,} of {n:,}; {int(iv.ok.sum()):,} solved), "
-        f"vollib {ref_iv_err:.1e} ({int(pinned[:m].sum()):,} of {m:,}); "
-        f"vollib failures (NaN) {int(np.isnan(ref_iv).sum())}"
+        f"{r.iv_err:.1e} ({r.pinned:,} of {n:,}; {r.solved:,} solved), "
+        f"vollib {r.ref_iv_err:.1e} ({r.pinned_sample:,} of {m:,}); "
+        f"vollib failures (NaN) {r.ref_failures}"
     )
     print("targets: speed-up >= 150x, Greek differences <= 1e-9")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--options", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=20_000, help="options priced by vollib")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    print_table(measure(args.options, args.sample, args.seed))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -177,19 +178,31 @@ def reference_user(inputs: RiskInputs, grid: ScenarioGrid, i: int) -> float:
     return margin + delta + (0.0 if np.isinf(health) else health)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--positions", type=int, default=1_000_000)
-    parser.add_argument("--sample", type=int, default=1_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+@dataclass(frozen=True, slots=True)
+class PortfolioBench:
+    """One run's timings (best wall and CPU seconds) and the sizes they refer to."""
+
+    users: int
+    positions: int
+    contracts: int
+    scenarios: int
+    incremental_options: int
+    sample: int
+    build: tuple[float, float]
+    full: tuple[float, float]  # (b)
+    incremental: tuple[float, float]  # (c)
+    reference: tuple[float, float]  # the per-user loop, scaled to every user
+    load: tuple[float, float]  # load average before and after
+
+
+def measure(users: int, positions: int, sample: int, repeat: int) -> PortfolioBench:
+    """Time the build, (b) full risk, (c) one incremental update and the reference loop."""
     grid = derive_pmrm_grid()
     load_before = os.getloadavg()[0]
 
-    inputs = synthetic_inputs(args.users, args.positions)
-    b_wall, b_cpu, _ = timed(args.repeat, lambda: rebuild(inputs))
-    f_wall, f_cpu, full = timed(args.repeat, lambda: unified_risk(inputs, grid))
+    inputs = synthetic_inputs(users, positions)
+    b_wall, b_cpu, _ = timed(repeat, lambda: rebuild(inputs))
+    f_wall, f_cpu, full = timed(repeat, lambda: unified_risk(inputs, grid))
 
     user = int(np.argmax(np.diff(inputs.offsets[0])))  # the busiest option trader
     o = inputs.options
@@ -206,29 +219,53 @@ def main() -> None:
         one = inputs.user_slice(user).append(options=trade)
         full.set_user(user, unified_risk(one, grid))
 
-    i_wall, i_cpu, _ = timed(max(args.repeat, 200), incremental)
-    sample = range(min(args.sample, args.users))
-    r_wall, r_cpu, _ = timed(1, lambda: [reference_user(inputs, grid, i) for i in sample])
-    scale = args.users / len(sample)
-    r_wall, r_cpu = r_wall * scale, r_cpu * scale
-    n_pos = sum(int(book.user.shape[0]) for book in inputs._books())
+    i_wall, i_cpu, _ = timed(max(repeat, 200), incremental)
+    chosen = range(min(sample, users))
+    r_wall, r_cpu, _ = timed(1, lambda: [reference_user(inputs, grid, i) for i in chosen])
+    scale = users / len(chosen)
+    return PortfolioBench(
+        users=users,
+        positions=sum(int(book.user.shape[0]) for book in inputs._books()),
+        contracts=int(inputs.instruments.strike_usd.shape[0]),
+        scenarios=grid.n_scenarios,
+        incremental_options=int(np.diff(inputs.offsets[0])[user]),
+        sample=len(chosen),
+        build=(b_wall, b_cpu),
+        full=(f_wall, f_cpu),
+        incremental=(i_wall, i_cpu),
+        reference=(r_wall * scale, r_cpu * scale),
+        load=(load_before, os.getloadavg()[0]),
+    )
 
-    print(f"\n### Unified risk: {args.users:,} users, {n_pos:,} positions, Derive PMRM grid\n")
-    print(f"{inputs.instruments.strike_usd.shape[0]:,} unique option contracts, "
-          f"{grid.n_scenarios} scenarios, {np.diff(inputs.offsets[0])[user]} options for the "
-          f"incremental user\n")  # fmt: skip
+
+def print_table(r: PortfolioBench) -> None:
+    (b_wall, b_cpu), (f_wall, f_cpu), (i_wall, i_cpu) = r.build, r.full, r.incremental
+    r_wall, r_cpu = r.reference
+    print(f"\n### Unified risk: {r.users:,} users, {r.positions:,} positions, Derive PMRM grid\n")
+    print(f"{r.contracts:,} unique option contracts, {r.scenarios} scenarios, "
+          f"{r.incremental_options} options for the incremental user\n")  # fmt: skip
     print("| step | wall (best) | CPU (best) | target |")
     print("|---|---:|---:|---:|")
     print(f"| build: sort by user + index contracts | {b_wall:.3f} s | {b_cpu:.3f} s | - |")
     print(f"| (b) full unified risk | {f_wall:.3f} s | {f_cpu:.3f} s | <= 2 s |")
     print(f"| (c) incremental: 1 user, 1 new option | {i_wall * 1e3:.3f} ms | "
           f"{i_cpu * 1e3:.3f} ms | <= 1 ms |")  # fmt: skip
-    print(f"| reference: per-user Python loop, {len(sample):,} users x {scale:.0f} | "
+    print(f"| reference: per-user Python loop, {r.sample:,} users x {r.users / r.sample:.0f} | "
           f"{r_wall:.1f} s | {r_cpu:.1f} s | - |")  # fmt: skip
     print(f"| ratio reference / (b) | {r_wall / f_wall:.0f}x | {r_cpu / f_cpu:.0f}x | - |")
     print(f"\nMachine: {platform.platform()}, Python {platform.python_version()}, "
           f"numpy {np.__version__}, {os.cpu_count()} CPUs, load average "
-          f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after.")  # fmt: skip
+          f"{r.load[0]:.1f} before / {r.load[1]:.1f} after.")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--positions", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    print_table(measure(args.users, args.positions, args.sample, args.repeat))
 
 
 if __name__ == "__main__":
