@@ -22,7 +22,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export npm_config_update_notifier := false
 
-.PHONY: help setup check-tools demo test test-all lint fmt contracts bench clean distclean
+.PHONY: help setup check-tools demo test test-all lint fmt contracts bench bench-seed bench-indexer bench-risk bench-decode clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,8 +80,19 @@ fmt: setup  ## format and auto-fix
 contracts: $(NODE_STAMP)  ## compile the Solidity contracts into contracts/build
 	node contracts/compile.mjs
 
-bench: setup  ## seed a devnet with a benchmark-sized scenario
+bench: bench-seed bench-indexer bench-risk bench-decode  ## every benchmark (tens of minutes)
+
+bench-seed: setup  ## seed 100k users on 3 chains vs raw anvil throughput
 	$(BIN)/python bench/seed.py
+
+bench-indexer: setup  ## rtrm index into SQLite and PostgreSQL vs a raw getLogs client
+	$(BIN)/python bench/indexer.py
+
+bench-risk: setup  ## Greeks vs vollib, unified risk for 100k users, incremental update
+	$(BIN)/python bench/risk.py
+
+bench-decode: setup  ## log decoder vs eth_abi
+	$(BIN)/python -m bench.decode
 
 clean:  ## remove caches and build output (keeps .venv, node_modules and .rtrm)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

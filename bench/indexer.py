@@ -35,7 +35,8 @@ import aiohttp
 import orjson
 from sqlalchemy import create_engine, text
 
-from chains.devnet import DevnetOptions, up
+from chains.abi import encode_call, event_topic
+from chains.devnet import DevnetOptions, DevnetState, up
 from chains.registry import load_registry
 from chains.rpc import RpcClient, hex_to_int
 from indexer.store import open_store
@@ -126,9 +127,64 @@ def _drop_schema(schema: str) -> None:
     engine.dispose()
 
 
+def trade_rounds(state: DevnetState, url: str, rounds: int) -> int:
+    """``rounds`` blocks of market activity after seeding: every perps trader trims one
+    position by 1% per round (a reduction needs no initial margin); each trade emits
+    PositionModified, PositionState and MarginBalance. Returns the trades mined.
+
+    anvil leaves the odd transaction of such a batch out of its pool (not an RPC error);
+    a benchmark needs volume, not every trade, so what is mined is what counts.
+    """
+    perps = state.contracts[str(state.nodes[0].chain_id)]["perps_market"]
+    topic = event_topic("PositionState(address,bytes32,int256,int256,int256)")
+    with RpcClient(url, timeout_s=600) as client:
+        logs = client.call(
+            "eth_getLogs",
+            [{"fromBlock": "0x0", "toBlock": "latest", "address": perps, "topics": [topic]}],
+        )
+        positions: dict[str, tuple[bytes, int]] = {}  # one position per trader
+        for entry in logs:
+            size = int.from_bytes(bytes.fromhex(entry["data"][2:66]), "big", signed=True)
+            market = bytes.fromhex(entry["topics"][2][2:])
+            positions["0x" + entry["topics"][1][26:]] = (market, size)
+        users = sorted(positions)
+        nonces = client.batch([("eth_getTransactionCount", [u, "latest"]) for u in users])
+        nonce = {u: int(n, 16) for u, n in zip(users, nonces, strict=True)}
+        mined = 0
+        for _ in range(rounds):
+            calls = []
+            for user in users:
+                market, size = positions[user]
+                delta = -(size // 100)  # 1% toward zero (floor keeps shorts from flipping)
+                if delta == 0:
+                    continue
+                positions[user] = (market, size + delta)
+                data = encode_call("modifyPosition(bytes32,int256)", market, delta)
+                tx = {
+                    "from": user,
+                    "to": perps,
+                    "data": data,
+                    "gas": "0x927c0",
+                    "gasPrice": "0x0",
+                    "nonce": hex(nonce[user]),
+                }
+                calls.append(("eth_sendTransaction", [tx]))
+            for i in range(0, len(calls), 1_500):  # anvil's pool slows down past ~2,000
+                client.batch(calls[i : i + 1_500], raise_on_error=False)
+                client.call("evm_mine")
+                block = client.call("eth_getBlockByNumber", ["latest", False])
+                mined += len(block["transactions"])
+            nonces = client.batch([("eth_getTransactionCount", [u, "latest"]) for u in users])
+            nonce = {u: int(n, 16) for u, n in zip(users, nonces, strict=True)}
+    return mined
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=65_000)
+    parser.add_argument(
+        "--rounds", type=int, default=40, help="rounds of perps trading after seeding"
+    )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
@@ -142,8 +198,10 @@ def main() -> None:
             chain = load_registry(config).chains[0]
             url = chain.rpc_urls[0]
             addresses = [c.address for c in chain.contracts]
+            trades = trade_rounds(state, url, args.rounds)
             with RpcClient(url) as client:
                 last = hex_to_int(client.call("eth_blockNumber"))
+            print(f"seeded {args.users:,} users, then {trades:,} perps trades; head {last}")
             raw_rate, raw_events, raw_how = raw_ceiling(url, addresses, last)
             rows = []
             sqlite_url = f"sqlite:///{Path(home) / 'bench.db'}"

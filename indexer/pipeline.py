@@ -52,7 +52,7 @@ from indexer.exceptions import (
 )
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeConfig, RangeController
-from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, ContractInfo
+from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes, ContractInfo
 from indexer.store import BulkWriter, Store, reset_chain, rollback
 
 __all__ = ["BatchReport", "ChainClient", "ChainIndexer", "IndexerOptions", "decode_batch"]
@@ -72,6 +72,7 @@ _RAW_COLUMNS = (
     "topics",
     "data",
 )
+_LEDGER_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
 _CONTRACT_KINDS = {
     ContractKind.OPTIONS_MARKET: "options",
     ContractKind.LENDING_POOL: "lending",
@@ -134,6 +135,17 @@ class _Range:
     raw: list[tuple[Any, ...]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A range decoded and derived, ready for its transaction."""
+
+    batch: _Range
+    raw_rows: list[tuple[Any, ...]]
+    changes: Changes
+    ledger: list[tuple[int, int, str, str | None, int | None]]
+    prepare_s: float
+
+
 class _Reorged(Exception):  # noqa: N818 - control flow inside the indexer only
     """The fetcher saw that the stored tip is no longer canonical."""
 
@@ -175,6 +187,7 @@ class ChainIndexer:
         self.genesis_hash = ""
         self.tip_replaced = False  # the last _head() found the cursor's block replaced
         self._errors_seen: dict[tuple[str, str], int] = {}  # client error counts exported
+        self._abort = False  # a pipeline stage failed: the others stop between ranges
         self._topics = event_table()
 
     # ------------------------------------------------------------ set-up
@@ -295,24 +308,28 @@ class ChainIndexer:
             raise _Reorged
         if self.tip_replaced:
             raise _Reorged
-        queue: asyncio.Queue[_Range | None] = asyncio.Queue(self.options.queue_depth)
-        writer = asyncio.create_task(self._write_all(queue))
+        fetched: asyncio.Queue[_Range | None] = asyncio.Queue(self.options.queue_depth)
+        prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(2)
+        self._abort = False
+        stages = (
+            asyncio.create_task(self._prepare_all(fetched, prepared)),
+            asyncio.create_task(self._commit_all(prepared)),
+        )
         try:
             tip = self.cursor
-            while tip[0] < head and not stop.is_set() and not writer.done():
+            while tip[0] < head and not stop.is_set() and not self._abort:
                 batch = await self._fetch(tip, head, finalized)
-                put = asyncio.ensure_future(queue.put(batch))
-                await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
-                if not put.done():  # the writer failed while the queue was full
-                    put.cancel()
+                if not await self._offer(fetched, batch, stages):
                     break
                 tip = (batch.last, str(batch.header["hash"]))
         finally:
-            if writer.done():
-                writer.result()  # raise what stopped the writer
-            else:
-                await queue.put(None)
-                await writer
+            # Everything fetched is written before we return or raise, unless a stage failed:
+            # then the stages stop between ranges (never in the middle of a transaction).
+            await self._offer(fetched, None, stages)
+            results = await asyncio.gather(*stages, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
         return self.cursor[0] >= head
 
     async def _head(self) -> tuple[int, int]:
@@ -389,32 +406,70 @@ class ChainIndexer:
             self.ranges.on_success(last - first + 1, len(logs), elapsed)
             return _Range(first, last, header, logs, head, finalized, elapsed)
 
-    async def _write_all(self, queue: asyncio.Queue[_Range | None]) -> None:
-        while (batch := await queue.get()) is not None:
-            started = time.perf_counter()
-            await asyncio.to_thread(self._write, batch)
-            report = BatchReport(
-                self.chain_id,
-                batch.first,
-                batch.last,
-                len(batch.logs),
-                batch.head,
-                batch.finalized,
-                batch.fetch_s,
-                time.perf_counter() - started,
-            )
-            log.info(
-                "chain %s: blocks %s..%s, %s events (head %s)",
-                self.chain_id,
-                batch.first,
-                batch.last,
-                len(batch.logs),
-                batch.head,
-            )
-            if self.metrics is not None:
-                self._observe(report)
-            if self.on_batch is not None:
-                self.on_batch(report)
+    async def _offer(
+        self, queue: asyncio.Queue[Any], item: Any, stages: tuple[asyncio.Task[None], ...]
+    ) -> bool:
+        """Put ``item`` on ``queue`` unless a stage ends first; False if one did."""
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait({put, *stages}, return_when=asyncio.FIRST_COMPLETED)
+        if put.done():
+            return True
+        put.cancel()
+        return False
+
+    async def _prepare_all(
+        self, fetched: asyncio.Queue[_Range | None], prepared: asyncio.Queue[_Prepared | None]
+    ) -> None:
+        """Stage 1: decode and derive (CPU) while stage 2 writes the previous range."""
+        try:
+            while (batch := await fetched.get()) is not None:
+                if not self._abort:
+                    await prepared.put(await asyncio.to_thread(self._prepare, batch))
+        except BaseException:
+            self._abort = True
+            raise
+        finally:
+            await prepared.put(None)
+
+    async def _commit_all(self, prepared: asyncio.Queue[_Prepared | None]) -> None:
+        """Stage 2: one transaction per range, in order; after a failure, drain and stop."""
+        failure: BaseException | None = None
+        while (item := await prepared.get()) is not None:
+            if failure is not None:
+                continue
+            try:
+                started = time.perf_counter()
+                await asyncio.to_thread(self._commit, item)
+            except BaseException as exc:
+                failure, self._abort = exc, True
+                continue
+            self._report(item.batch, item.prepare_s + time.perf_counter() - started)
+        if failure is not None:
+            raise failure
+
+    def _report(self, batch: _Range, write_s: float) -> None:
+        report = BatchReport(
+            self.chain_id,
+            batch.first,
+            batch.last,
+            len(batch.logs),
+            batch.head,
+            batch.finalized,
+            batch.fetch_s,
+            write_s,
+        )
+        log.info(
+            "chain %s: blocks %s..%s, %s events (head %s)",
+            self.chain_id,
+            batch.first,
+            batch.last,
+            len(batch.logs),
+            batch.head,
+        )
+        if self.metrics is not None:
+            self._observe(report)
+        if self.on_batch is not None:
+            self.on_batch(report)
 
     def _observe(self, report: BatchReport) -> None:
         assert self.metrics is not None
@@ -437,46 +492,47 @@ class ChainIndexer:
 
     # ------------------------------------------------------------ writing
 
-    def _write(self, batch: _Range) -> None:
+    def _prepare(self, batch: _Range) -> _Prepared:
+        """Decode ``batch`` and derive its rows; advances the in-memory state (so a failed
+        commit makes this indexer unusable: the runner starts a fresh one from the store)."""
         assert self.state is not None
+        started = time.perf_counter()
         raw_logs = batch.logs
-        decoded = decode_batch(self.chain_id, raw_logs)
-        changes = self.state.apply(decoded)
+        changes = self.state.apply(decode_batch(self.chain_id, raw_logs))
         raw_rows = [self._raw_row(entry) for entry in raw_logs]
         blocks = {int(e["blockNumber"], 16): e["blockHash"] for e in raw_logs}
+        blocks.pop(batch.last, None)
         header = batch.header
-        try:
-            with self.store.transaction() as conn:
-                writer = BulkWriter(conn)
-                writer.insert("raw_event", _RAW_COLUMNS, raw_rows)
-                for table, rows in changes.facts.items():
-                    writer.insert(table, FACT_COLUMNS[table], rows)
-                for table, closes in changes.closes.items():
-                    writer.close_versions(table, self.chain_id, closes)
-                for table, inserts in changes.inserts.items():
-                    writer.insert(table, VERSION_COLUMNS[table], inserts)
-                blocks.pop(batch.last, None)
-                ledger: list[tuple[int, int, str, str | None, int | None]] = [
-                    (self.chain_id, n, h, None, None) for n, h in sorted(blocks.items())
-                ]
-                ledger.append(
-                    (
-                        self.chain_id,
-                        batch.last,
-                        header["hash"],
-                        header["parentHash"],
-                        int(header["timestamp"], 16),
-                    )
-                )
-                writer.insert(
-                    "block", ("chain_id", "number", "hash", "parent_hash", "timestamp"), ledger
-                )
-                self._advance(conn, batch.last, str(header["hash"]), len(raw_rows), batch)
-        except Exception:
-            with self.store.engine.connect() as conn:
-                self.state.load(conn)  # in-memory state must match what is stored
-            raise
-        self.cursor = (batch.last, str(header["hash"]))
+        ledger: list[tuple[int, int, str, str | None, int | None]] = [
+            (self.chain_id, n, h, None, None) for n, h in sorted(blocks.items())
+        ]
+        ledger.append(
+            (
+                self.chain_id,
+                batch.last,
+                header["hash"],
+                header["parentHash"],
+                int(header["timestamp"], 16),
+            )
+        )
+        return _Prepared(batch, raw_rows, changes, ledger, time.perf_counter() - started)
+
+    def _commit(self, item: _Prepared) -> None:
+        """Write one prepared range: data, ledger, cursor and counters in one transaction."""
+        batch, changes = item.batch, item.changes
+        with self.store.transaction() as conn:
+            writer = BulkWriter(conn)
+            writer.insert("raw_event", _RAW_COLUMNS, item.raw_rows)
+            for table, rows in changes.facts.items():
+                writer.insert(table, FACT_COLUMNS[table], rows)
+            for table, closes in changes.closes.items():
+                writer.close_versions(table, self.chain_id, closes)
+            for table, inserts in changes.inserts.items():
+                writer.insert(table, VERSION_COLUMNS[table], inserts)
+            writer.insert("block", _LEDGER_COLUMNS, item.ledger)
+            block_hash = str(batch.header["hash"])
+            self._advance(conn, batch.last, block_hash, len(item.raw_rows), batch)
+        self.cursor = (batch.last, block_hash)
 
     def _raw_row(self, entry: Mapping[str, Any]) -> tuple[Any, ...]:
         topics = entry["topics"]

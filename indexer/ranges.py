@@ -252,14 +252,17 @@ class RangeController:
 
     def on_success(self, span: int, n_logs: int, elapsed_s: float) -> int:
         """Record a call over ``span`` blocks that returned ``n_logs`` in ``elapsed_s``;
-        returns the new span. Grows by ``step`` (capped so the expected log count stays under
+        returns the new span. Grows by ``step``, at most doubling (capped so the expected log
+        count stays under
         ``target_logs``) only when the call used the full span, was fast (``< slow_s``) and
         not large (``<= target_logs / 2``); above ``target_logs`` it shrinks in proportion."""
         cfg, span = self.config, max(1, span)
         if n_logs > cfg.target_logs:
             self._set(min(self._span, span * cfg.target_logs // n_logs), "large answer")
         elif span >= self._span and elapsed_s < cfg.slow_s and 2 * n_logs <= cfg.target_logs:
-            grown = self._span + cfg.step
+            # additive, but never more than doubling: a sparse start must not jump straight
+            # into a dense history (one huge answer, nothing to overlap the writes with)
+            grown = min(self._span + cfg.step, 2 * self._span)
             if n_logs:
                 grown = min(grown, span * cfg.target_logs // n_logs)
             if grown > self._span:
