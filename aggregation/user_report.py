@@ -14,8 +14,16 @@ Stable keys (:class:`RiskReport` fields; nested values are frozen dataclasses to
 ``initial_margin_usd``, ``maintenance_margin_usd``, ``margin_ratio`` (MM / margin equity,
 liquidation at >= 1; inf when equity <= 0), ``health_factor`` (lowest over lending
 accounts; inf without debt), ``greeks``, ``distance_to_liquidation``, ``hedge`` (per
-underlying), ``worst_scenario``, ``by_chain``, ``by_protocol``, ``tail``, ``warnings``.
-See :mod:`aggregation.risk` for the definitions; infinities and NaN become JSON null.
+underlying), ``worst_scenario``, ``by_chain``, ``by_protocol``, ``tail``, ``warnings``,
+``contagion``. See :mod:`aggregation.risk` for the definitions; infinities and NaN become
+JSON null.
+
+Contagion (:func:`aggregation.systemic.user_contagion`: the user's share of the losses in
+named scenario cascades, and their collateral in systemically loaded assets) needs every
+user's positions, so it is opt-in: ``ReportParams.contagion_scenarios`` names the scenarios
+(e.g. :data:`aggregation.systemic.DEFAULT_SCENARIOS`) and the snapshot must be complete;
+the cascades run once per snapshot (cached), then each report costs O(1) more. With no
+scenarios (the default) ``contagion`` is None and the report stays O(that user).
 
 An address without positions (or absent from a snapshot of listed users) gets an
 all-zero report (``has_positions`` False, health factor inf, distances NaN), not an
@@ -55,6 +63,7 @@ from aggregation.risk import (
 )
 from aggregation.scenarios import ScenarioGrid, derive_pmrm_grid
 from aggregation.snapshot import Snapshot, checksummed
+from aggregation.systemic import UserContagion, user_contagion
 from aggregation.tailrisk import tail_risk
 
 __all__ = [
@@ -84,6 +93,7 @@ class ReportParams:
     tail_scenarios: int = 10_000
     tail_seed: int = 0
     min_returns: int = 20
+    contagion_scenarios: tuple[str, ...] = ()  # named scenarios; () leaves contagion None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +191,7 @@ class RiskReport:
     by_protocol: dict[str, BreakdownRow]
     tail: TailEstimate
     warnings: tuple[str, ...]
+    contagion: UserContagion | None = None
 
 
 def user_risk_report(
@@ -257,6 +268,9 @@ def user_risk_report(
         by_protocol={p: _row(risk, "by_protocol", j) for j, p in enumerate(snapshot.protocols)},
         tail=_tail(snapshot, one, risk, params),
         warnings=snapshot.warnings,
+        contagion=user_contagion(snapshot, address, params.contagion_scenarios)
+        if params.contagion_scenarios
+        else None,
     )
 
 

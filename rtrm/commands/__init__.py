@@ -30,7 +30,16 @@ from chains.spec import Registry
 __all__ = ["COMMANDS", "Handler", "Subparsers", "load_config"]
 
 # Order is the order of `rtrm --help`.
-COMMANDS: tuple[str, ...] = ("demo", "devnet", "index", "status", "risk", "config")
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "devnet",
+    "index",
+    "status",
+    "risk",
+    "exposure",
+    "stress",
+    "config",
+)
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], int]

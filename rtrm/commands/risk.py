@@ -10,10 +10,17 @@ picks the portfolio-margin scenario grid (Derive PMRM by default, Deribit PM, CM
 module): full floats, never rounded; null for infinities and NaN (health factor without
 debt, no liquidation within reach). An address without positions gets an all-zero report
 (exit 0); a malformed or mis-checksummed address exits 2 with what to fix.
+
+``--contagion`` adds the ``contagion`` field (null without it): the address's share of the
+liquidated collateral and bad debt in the cascades of three historical scenarios
+(:data:`aggregation.systemic.DEFAULT_SCENARIOS`) and its collateral in systemically loaded
+assets. Those cascades need every user's positions, so ``--contagion`` reads the whole
+store instead of this address's rows: off by default to keep ``rtrm risk`` O(one user).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from typing import TYPE_CHECKING
 
@@ -21,11 +28,10 @@ from rtrm.commands import load_config
 from rtrm.output import emit, make_table
 
 if TYPE_CHECKING:
-    import argparse
-
     from rich.console import RenderableType
 
     from aggregation.scenarios import ScenarioGrid
+    from aggregation.systemic import UserContagion
     from aggregation.user_report import BreakdownRow, RiskReport
     from rtrm.commands import Subparsers
 
@@ -44,6 +50,12 @@ def register(subparsers: Subparsers) -> None:
         default="derive",
         help="portfolio-margin scenarios: Derive PMRM (default), Deribit PM or CME SPAN",
     )
+    risk.add_argument(
+        "--contagion",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add the share of systemic losses in historical scenarios (reads the whole store)",
+    )
     risk.set_defaults(func=run_risk)
 
 
@@ -58,7 +70,8 @@ def _grid(name: str) -> ScenarioGrid:
 def run_risk(args: argparse.Namespace) -> int:
     from aggregation.loader import load_snapshot
     from aggregation.snapshot import checksummed
-    from aggregation.user_report import user_risk_report
+    from aggregation.systemic import DEFAULT_SCENARIOS
+    from aggregation.user_report import ReportParams, user_risk_report
     from indexer.store import open_store
 
     address = checksummed(args.address)  # a typo fails before the store is opened
@@ -68,10 +81,11 @@ def run_risk(args: argparse.Namespace) -> int:
         with store.engine.connect() as conn:
             if store.dialect == "postgresql":  # one consistent read for every query
                 conn.execution_options(isolation_level="REPEATABLE READ")
-            snapshot = load_snapshot(conn, registry, users=[address])
+            snapshot = load_snapshot(conn, registry, users=None if args.contagion else [address])
     finally:
         store.dispose()
-    report = user_risk_report(snapshot, address, _grid(args.grid))
+    params = ReportParams(contagion_scenarios=DEFAULT_SCENARIOS) if args.contagion else None
+    report = user_risk_report(snapshot, address, _grid(args.grid), params)
     emit(report, as_json=args.json, table=lambda: _tables(report))
     return 0
 
@@ -152,4 +166,26 @@ def _tables(report: RiskReport) -> RenderableType:
             where.add_row(name, *map(_usd, values))
     notes = [f"tail risk: {tail.note or tail.basis}", *(f"warning: {w}" for w in report.warnings)]
     where.caption = "\n".join(notes)
-    return Group(summary, greeks, reach, where)
+    if report.contagion is None:
+        return Group(summary, greeks, reach, where)
+    return Group(summary, greeks, reach, where, _contagion(report.contagion))
+
+
+def _contagion(c: UserContagion) -> RenderableType:
+    from aggregation.systemic import LOADED_SHARE
+
+    numbers = ("liquidated (USD)", "of all", "bad debt (USD)", "of all bad debt")
+    table = make_table("scenario", *numbers, title="Share of systemic losses", numeric=numbers)
+    for s in c.scenarios:
+        table.add_row(
+            s.scenario, _usd(s.liquidated_collateral_usd), f"{s.liquidated_collateral_share:.2%}",
+            _usd(s.bad_debt_usd), f"{s.bad_debt_share:.2%}",
+        )  # fmt: skip
+    loaded = ", ".join(c.loaded_assets) or "none"
+    table.caption = (
+        f"collateral in loaded assets ({loaded}): {_usd(c.collateral_in_loaded_usd)} of "
+        f"{_usd(c.collateral_usd)} ({c.collateral_in_loaded_fraction:.1%}); loaded: >= "
+        f"{LOADED_SHARE:.0%} of the collateral forced to sell at a {c.load_move:.0%} fall of "
+        "its asset"
+    )
+    return table
