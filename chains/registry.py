@@ -59,7 +59,12 @@ CONFIG_ENV = "RTRM_CONFIG"
 CONFIG_CANDIDATES = (Path("rtrm.toml"), Path(".rtrm") / "rtrm.toml")
 
 # Each table's keys, mapped to whether they are required.
-_TOP = {"chains": True, "store": False, "assets": False}
+_TOP = {
+    "chains": True,
+    "store": False,
+    "assets": False,
+    "insurance": False,
+}  # [insurance]: insurance.config
 _STORE = {"database_url": False}
 _ASSET = {"name": True, "underlying": False, "peg": False}
 _CHAIN = dict.fromkeys(("name", "rpc_urls", "finality_depth", "block_time_s"), True)

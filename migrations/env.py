@@ -15,6 +15,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
+import insurance.models  # noqa: F401 - registers the insurance tables in the shared metadata
 from indexer import models
 
 target_metadata = models.metadata

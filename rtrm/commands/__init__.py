@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "risk",
     "exposure",
     "stress",
+    "insurance",
     "config",
 )
 

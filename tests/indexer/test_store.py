@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+import insurance.models  # noqa: F401 - its tables share the metadata the migrations build
 from indexer.exceptions import StoreError, WriterLockedError
 from indexer.state import VERSION_COLUMNS
 from indexer.store import BulkWriter, open_store, rollback, schema_differences, upgrade
