@@ -190,7 +190,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         state, nodes = up(
             DevnetOptions(
-                chains=1, users=args.users, block_time_s=0, state_dir=Path(home), keep_states=64
+                chains=1, users=args.users, block_time_s=0, state_dir=Path(home), keep_states=4
             )
         )
         try:

@@ -58,7 +58,7 @@ def main() -> None:
                 users=args.users,
                 block_time_s=0,
                 state_dir=Path(home),
-                keep_states=64,
+                keep_states=4,
             )
         )
         seconds = time.perf_counter() - started

@@ -39,6 +39,7 @@ COMMANDS: tuple[str, ...] = (
     "exposure",
     "stress",
     "insurance",
+    "serve",
     "config",
 )
 

@@ -85,8 +85,8 @@ def _fund_balance(state: Any) -> int:
         return hex_to_int(client.call("eth_call", [call, "latest"]))
 
 
-def test_insurance_comes_after_the_last_command() -> None:
-    assert COMMANDS[-1] == "insurance"
+def test_insurance_is_a_command() -> None:
+    assert "insurance" in COMMANDS
 
 
 def test_the_backstop_story_with_stable_json_keys(
