@@ -13,15 +13,11 @@ A :class:`ChainIndexer` moves its chain's cursor forward one *range* at a time:
    events, facts, versions, the block ledger, the cursor and the chain's counters in
    **one transaction** (:mod:`indexer.store`).
 
-Fetching range *k+1* overlaps with writing range *k* (a bounded queue between the two).
+Three stages overlap through bounded queues: fetching range *k+2*, decoding and deriving
+range *k+1* (CPU, in a worker thread), and committing range *k* (the database). A failed
+stage stops the others between ranges, never inside a transaction.
 
-Reorgs (:meth:`ChainIndexer._reorg`): the highest ledger block whose stored hash is still
-canonical is the common ancestor (a matching hash implies matching ancestry); everything
-above it is rolled back and re-indexed. The ancestor may never be below the finalized
-block — the node's ``finalized`` tag when it has one, else ``head - finality_depth`` —
-nor may the head go back further than that, nor may the node be syncing: each pauses the
-chain (:class:`~indexer.exceptions.ChainPausedError`) with the reason stored in its
-``chain`` row, leaving the store as it was.
+Reorgs, finality and pauses are in :mod:`indexer.reorg`.
 """
 
 from __future__ import annotations
@@ -45,15 +41,15 @@ from chains.spec import ChainSpec
 from chains.types import ContractKind
 from indexer.decode import decode_logs
 from indexer.exceptions import (
-    ChainPausedError,
     DecodeError,
     IndexerError,
     RangeNotSplittableError,
 )
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeConfig, RangeController
+from indexer.reorg import Paused, Reorged, ReorgHandling, Restarted
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes, ContractInfo
-from indexer.store import BulkWriter, Store, reset_chain, rollback
+from indexer.store import BulkWriter, Store, reset_chain
 
 __all__ = ["BatchReport", "ChainClient", "ChainIndexer", "IndexerOptions", "decode_batch"]
 
@@ -146,15 +142,7 @@ class _Prepared:
     prepare_s: float
 
 
-class _Reorged(Exception):  # noqa: N818 - control flow inside the indexer only
-    """The fetcher saw that the stored tip is no longer canonical."""
-
-
-class _Restarted(Exception):  # noqa: N818 - control flow inside the indexer only
-    """Block 0 changed: the node was restarted or replaced by another chain."""
-
-
-class ChainIndexer:
+class ChainIndexer(ReorgHandling):
     """Indexes one chain into ``store`` through ``client``."""
 
     def __init__(
@@ -277,13 +265,13 @@ class ChainIndexer:
         while not stop.is_set():
             try:
                 caught_up = await self.sync(stop)
-            except _Restarted:
+            except Restarted:
                 caught_up = False
                 await self.prepare()  # drops the old chain's data, then re-indexes
-            except _Reorged:
+            except Reorged:
                 caught_up = False
                 await self._guarded(self._reorg())
-            except _Paused:
+            except Paused:
                 if once:
                     raise
                 await _sleep(stop, self.options.pause_recheck_s)
@@ -296,7 +284,7 @@ class ChainIndexer:
 
     async def _guarded(self, step: Any) -> None:
         """Run a recovery step; a transient pause inside it is retried by the loop."""
-        with contextlib.suppress(_Paused, _Restarted):  # the next sync handles them
+        with contextlib.suppress(Paused, Restarted):  # the next sync handles them
             await step
 
     async def sync(self, stop: asyncio.Event) -> bool:
@@ -305,9 +293,9 @@ class ChainIndexer:
         head, finalized = await self._head()
         if head < self.cursor[0]:
             await self._head_went_back(head, known_final)
-            raise _Reorged
+            raise Reorged
         if self.tip_replaced:
-            raise _Reorged
+            raise Reorged
         fetched: asyncio.Queue[_Range | None] = asyncio.Queue(self.options.queue_depth)
         prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(2)
         self._abort = False
@@ -344,7 +332,7 @@ class ChainIndexer:
             ]
         )
         if genesis is None or genesis["hash"] != self.genesis_hash:
-            raise _Restarted
+            raise Restarted
         self.tip_replaced = bool(tip_hash) and (tip is None or tip["hash"] != tip_hash)
         if syncing:
             await self._pause(
@@ -371,7 +359,7 @@ class ChainIndexer:
                 calls.append(("eth_getBlockByNumber", [hex(tip[0]), False]))
             headers = await self.client.batch(calls)
             if tip[1] and (headers[1] is None or headers[1]["hash"] != tip[1]):
-                raise _Reorged
+                raise Reorged
             try:
                 logs = await self.client.call(
                     "eth_getLogs",
@@ -578,141 +566,6 @@ class ChainIndexer:
             },
         )
 
-    # ------------------------------------------------------------ reorgs and pauses
-
-    async def _head_went_back(self, head: int, finalized: int) -> None:
-        """The node's head is below our cursor: a reorg to a shorter chain, unless it went
-        below a block the node itself called final before (syncing, or another chain)."""
-        if head < self.finalized or head < finalized:
-            await self._pause(
-                f"the node's head went back to block {head}, below the finalized block "
-                f"{max(self.finalized, finalized)} (indexed: {self.cursor[0]}); the node is "
-                "syncing or serves another chain — check rpc_urls in rtrm.toml",
-                permanent=False,
-            )
-
-    async def _reorg(self) -> None:
-        """Roll back to the highest ledger block that is still canonical, or pause."""
-        head, finalized = await self._head()
-        stored = await asyncio.to_thread(self._ledger_above, finalized)
-        ancestor: tuple[int, str] | None = None
-        for chunk in _chunks(stored, 100):
-            headers = await self.client.batch(
-                [("eth_getBlockByNumber", [hex(n), False]) for n, _ in chunk]
-            )
-            for (number, stored_hash), header in zip(chunk, headers, strict=True):
-                if header is not None and header["hash"] == stored_hash:
-                    ancestor = (number, stored_hash)
-                    break
-            if ancestor is not None:
-                break
-        if ancestor is None:
-            ancestor = await asyncio.to_thread(self._ledger_at_or_below, finalized)
-            canonical = await self.client.call("eth_getBlockByNumber", [hex(ancestor[0]), False])
-            if ancestor[1] and (canonical is None or canonical["hash"] != ancestor[1]):
-                await self._pause(
-                    f"reorg below the finalized block {finalized}: block {ancestor[0]} "
-                    f"changed from {ancestor[1]} to {canonical and canonical['hash']}; the "
-                    "store was not touched — re-index this chain (rtrm index --reset-chain "
-                    f"{self.chain_id}) once the node is on the right chain",
-                    permanent=True,
-                )
-        old_tip = self.cursor
-        depth = old_tip[0] - ancestor[0]
-        new = await self.client.call("eth_getBlockByNumber", [hex(old_tip[0]), False])
-        await asyncio.to_thread(self._rollback, ancestor, old_tip, new["hash"] if new else "")
-        self.reorgs += 1
-        self.reorgs_here += 1
-        if self.metrics is not None:
-            self.metrics.reorgs.labels(self.chain_id).inc()
-            self.metrics.reorg_depth.labels(self.chain_id).observe(depth)
-        log.warning(
-            "chain %s: reorg of depth %s: rolled back from block %s to %s (head %s)",
-            self.chain_id,
-            depth,
-            old_tip[0],
-            ancestor[0],
-            head,
-        )
-
-    def _ledger_above(self, finalized: int) -> list[tuple[int, str]]:
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT number, hash FROM block WHERE chain_id = :c AND number >= :f "
-                    "ORDER BY number DESC"
-                ),
-                {"c": self.chain_id, "f": finalized},
-            )
-            return [(int(n), str(h)) for n, h in rows]
-
-    def _ledger_at_or_below(self, finalized: int) -> tuple[int, str]:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT number, hash FROM block WHERE chain_id = :c AND number <= :f "
-                    "ORDER BY number DESC LIMIT 1"
-                ),
-                {"c": self.chain_id, "f": finalized},
-            ).first()
-        return (int(row[0]), str(row[1])) if row else (self.start_block - 1, "")
-
-    def _rollback(self, ancestor: tuple[int, str], old_tip: tuple[int, str], new_hash: str) -> None:
-        assert self.state is not None
-        number, block_hash = ancestor
-        with self.store.transaction() as conn:
-            removed = rollback(conn, self.chain_id, number)
-            conn.execute(
-                text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
-                {"c": self.chain_id, "b": number, "h": block_hash},
-            )
-            conn.execute(
-                text(
-                    "UPDATE chain SET reorgs = reorgs + 1, events = events - :e WHERE chain_id = :c"
-                ),
-                {"c": self.chain_id, "e": removed},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO reorg (chain_id, ancestor, indexed, depth, old_hash, new_hash, "
-                    "detected_at) VALUES (:c, :a, :i, :d, :o, :n, :t)"
-                ),
-                {
-                    "c": self.chain_id,
-                    "a": number,
-                    "i": old_tip[0],
-                    "d": old_tip[0] - number,
-                    "o": old_tip[1],
-                    "n": new_hash,
-                    "t": time.time(),
-                },
-            )
-            self.state.load(conn)
-        self.cursor = (number, block_hash)
-
-    async def _pause(self, reason: str, *, permanent: bool) -> None:
-        if reason != self.paused:
-            log.error("chain %s paused: %s", self.chain_id, reason)
-            await asyncio.to_thread(self._store_pause, reason)
-        raise (
-            ChainPausedError(self.chain_id, reason) if permanent else _Paused(self.chain_id, reason)
-        )
-
-    def _store_pause(self, reason: str | None) -> None:
-        """Record (or clear, with None) why the chain is paused."""
-        if reason is None:
-            log.info("chain %s resumed", self.chain_id)
-        self.paused = reason
-        with self.store.transaction() as conn:
-            conn.execute(
-                text("UPDATE chain SET paused_reason = :r WHERE chain_id = :c"),
-                {"c": self.chain_id, "r": reason[:1000] if reason else None},
-            )
-
-
-class _Paused(ChainPausedError):  # noqa: N818 - a kind of pause, not an error
-    """A pause that may clear by itself (syncing node): the runner retries later."""
-
 
 def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:
     """Decode ``raw_logs``; a malformed log (data that does not fit its event's ABI) is
@@ -767,10 +620,6 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     """Wait ``seconds`` or until ``stop`` is set."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-def _chunks(items: list[tuple[int, str]], size: int) -> list[list[tuple[int, str]]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # Errors that stop one chain but never the process (the runner decides what to do).

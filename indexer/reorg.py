@@ -1,0 +1,205 @@
+"""Reorgs, finality and pauses of one chain's indexer (mixed into
+:class:`indexer.pipeline.ChainIndexer`).
+
+Detection happens in the pipeline (the cursor's block hash is re-read on every poll and
+before every range). Here: the common ancestor is the highest ledger block whose stored
+hash is still canonical — a matching hash implies matching ancestry, so a sparse ledger
+(blocks with logs, range ends, every block followed at the head) is enough; everything
+above it is rolled back (two statements per versioned table, see
+:func:`indexer.store.rollback`) and re-indexed, and the reorg is recorded with its depth.
+
+Finality is the node's ``finalized`` tag when it has one, else ``head - finality_depth``.
+A rollback whose changed blocks reach below it, a head that goes back below a block the
+node called final, or a syncing node pauses the chain: :class:`ChainPausedError`
+(permanent, an operator must act) or :class:`Paused` (clears itself when the node is
+back), with the reason stored in the chain's row — the store is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from indexer.exceptions import ChainPausedError
+from indexer.store import rollback
+
+if TYPE_CHECKING:
+    from chains.spec import ChainSpec
+    from indexer.metrics import IndexerMetrics
+    from indexer.state import ChainState
+    from indexer.store import Store
+
+__all__ = ["Paused", "ReorgHandling", "Reorged", "Restarted"]
+
+log = logging.getLogger("indexer.pipeline")
+
+
+class Reorged(Exception):  # noqa: N818 - control flow inside the indexer only
+    """The fetcher saw that the stored tip is no longer canonical."""
+
+
+class Restarted(Exception):  # noqa: N818 - control flow inside the indexer only
+    """Block 0 changed: the node was restarted or replaced by another chain."""
+
+
+class Paused(ChainPausedError):  # noqa: N818 - a kind of pause, not an error
+    """A pause that may clear by itself (syncing node): the runner retries later."""
+
+
+class ReorgHandling:
+    """Rollback to the common ancestor, finality checks and pauses (see the module)."""
+
+    chain_id: int
+    spec: ChainSpec
+    store: Store
+    client: Any
+    state: ChainState | None
+    metrics: IndexerMetrics | None
+    cursor: tuple[int, str]
+    finalized: int
+    reorgs: int
+    reorgs_here: int
+    paused: str | None
+    start_block: int
+
+    async def _head(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ reorgs and pauses
+
+    async def _head_went_back(self, head: int, finalized: int) -> None:
+        """The node's head is below our cursor: a reorg to a shorter chain, unless it went
+        below a block the node itself called final before (syncing, or another chain)."""
+        if head < self.finalized or head < finalized:
+            await self._pause(
+                f"the node's head went back to block {head}, below the finalized block "
+                f"{max(self.finalized, finalized)} (indexed: {self.cursor[0]}); the node is "
+                "syncing or serves another chain — check rpc_urls in rtrm.toml",
+                permanent=False,
+            )
+
+    async def _reorg(self) -> None:
+        """Roll back to the highest ledger block that is still canonical, or pause."""
+        head, finalized = await self._head()
+        stored = await asyncio.to_thread(self._ledger_above, finalized)
+        ancestor: tuple[int, str] | None = None
+        for chunk in _chunks(stored, 100):
+            headers = await self.client.batch(
+                [("eth_getBlockByNumber", [hex(n), False]) for n, _ in chunk]
+            )
+            for (number, stored_hash), header in zip(chunk, headers, strict=True):
+                if header is not None and header["hash"] == stored_hash:
+                    ancestor = (number, stored_hash)
+                    break
+            if ancestor is not None:
+                break
+        if ancestor is None:
+            ancestor = await asyncio.to_thread(self._ledger_at_or_below, finalized)
+            canonical = await self.client.call("eth_getBlockByNumber", [hex(ancestor[0]), False])
+            if ancestor[1] and (canonical is None or canonical["hash"] != ancestor[1]):
+                await self._pause(
+                    f"reorg below the finalized block {finalized}: block {ancestor[0]} "
+                    f"changed from {ancestor[1]} to {canonical and canonical['hash']}; the "
+                    "store was not touched — re-index this chain (rtrm index --reset-chain "
+                    f"{self.chain_id}) once the node is on the right chain",
+                    permanent=True,
+                )
+        old_tip = self.cursor
+        depth = old_tip[0] - ancestor[0]
+        new = await self.client.call("eth_getBlockByNumber", [hex(old_tip[0]), False])
+        await asyncio.to_thread(self._rollback, ancestor, old_tip, new["hash"] if new else "")
+        self.reorgs += 1
+        self.reorgs_here += 1
+        if self.metrics is not None:
+            self.metrics.reorgs.labels(self.chain_id).inc()
+            self.metrics.reorg_depth.labels(self.chain_id).observe(depth)
+        log.warning(
+            "chain %s: reorg of depth %s: rolled back from block %s to %s (head %s)",
+            self.chain_id,
+            depth,
+            old_tip[0],
+            ancestor[0],
+            head,
+        )
+
+    def _ledger_above(self, finalized: int) -> list[tuple[int, str]]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT number, hash FROM block WHERE chain_id = :c AND number >= :f "
+                    "ORDER BY number DESC"
+                ),
+                {"c": self.chain_id, "f": finalized},
+            )
+            return [(int(n), str(h)) for n, h in rows]
+
+    def _ledger_at_or_below(self, finalized: int) -> tuple[int, str]:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT number, hash FROM block WHERE chain_id = :c AND number <= :f "
+                    "ORDER BY number DESC LIMIT 1"
+                ),
+                {"c": self.chain_id, "f": finalized},
+            ).first()
+        return (int(row[0]), str(row[1])) if row else (self.start_block - 1, "")
+
+    def _rollback(self, ancestor: tuple[int, str], old_tip: tuple[int, str], new_hash: str) -> None:
+        assert self.state is not None
+        number, block_hash = ancestor
+        with self.store.transaction() as conn:
+            removed = rollback(conn, self.chain_id, number)
+            conn.execute(
+                text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
+                {"c": self.chain_id, "b": number, "h": block_hash},
+            )
+            conn.execute(
+                text(
+                    "UPDATE chain SET reorgs = reorgs + 1, events = events - :e WHERE chain_id = :c"
+                ),
+                {"c": self.chain_id, "e": removed},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO reorg (chain_id, ancestor, indexed, depth, old_hash, new_hash, "
+                    "detected_at) VALUES (:c, :a, :i, :d, :o, :n, :t)"
+                ),
+                {
+                    "c": self.chain_id,
+                    "a": number,
+                    "i": old_tip[0],
+                    "d": old_tip[0] - number,
+                    "o": old_tip[1],
+                    "n": new_hash,
+                    "t": time.time(),
+                },
+            )
+            self.state.load(conn)
+        self.cursor = (number, block_hash)
+
+    async def _pause(self, reason: str, *, permanent: bool) -> None:
+        if reason != self.paused:
+            log.error("chain %s paused: %s", self.chain_id, reason)
+            await asyncio.to_thread(self._store_pause, reason)
+        raise (
+            ChainPausedError(self.chain_id, reason) if permanent else Paused(self.chain_id, reason)
+        )
+
+    def _store_pause(self, reason: str | None) -> None:
+        """Record (or clear, with None) why the chain is paused."""
+        if reason is None:
+            log.info("chain %s resumed", self.chain_id)
+        self.paused = reason
+        with self.store.transaction() as conn:
+            conn.execute(
+                text("UPDATE chain SET paused_reason = :r WHERE chain_id = :c"),
+                {"c": self.chain_id, "r": reason[:1000] if reason else None},
+            )
+
+
+def _chunks(items: list[tuple[int, str]], size: int) -> list[list[tuple[int, str]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
