@@ -18,9 +18,12 @@ shares.
 liquidatable at that level? All variants of the root move with it at their pegs;
 everything else stays fixed. Lending accounts are exact: HF is linear in ``m`` (see
 ``lending.py``), and an account counts at *every* level where ``HF < 1``, not only where
-it first crosses. Margin accounts count at every level beyond their first liquidation
-move from :func:`aggregation.margin.margin_liquidation_moves`. A book with options need
-not be monotone in ``m``, so a dip below maintenance that closes again is not seen.
+it first crosses. Margin accounts -- one per (user, protocol, chain), under the protocol
+rule of :mod:`aggregation.accounts` -- count at every level beyond their first
+liquidation move (:func:`aggregation.accounts.account_liquidation_moves`, exact). That is
+exact too, because the rule is concave in ``m`` (its liquidatable moves lie beyond the
+first ones), except where a short put's requirement reaches its cap (the strike): such an
+account could recover further out and is still counted.
 
 Invariants: a root's coin amounts are sums of ``amount x peg``; USD = coins x root price
 (the underlying's spot for derivatives); the ladder at ``m = 0`` is the collateral of the
@@ -36,21 +39,11 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from aggregation.accounts import account_liquidation_moves, account_state
 from aggregation.black76 import black76
+from aggregation.books import RiskInputs
 from aggregation.exceptions import InvalidParamsError, InvalidRiskInputsError
 from aggregation.lending import lending_accounts
-from aggregation.margin import (
-    MarginBook,
-    MarginParams,
-    StandardMarginParams,
-    Valuation,
-    margin_liquidation_moves,
-    portfolio_margin,
-    standard_margin,
-    value_instruments,
-)
-from aggregation.risk import RiskInputs
-from aggregation.scenarios import ScenarioGrid, derive_pmrm_grid
 
 __all__ = [
     "LADDER_MOVES",
@@ -58,17 +51,13 @@ __all__ = [
     "CanonicalMap",
     "Concentration",
     "LiquidationLadder",
-    "MarginState",
     "asset_exposure",
     "ladder_moves",
     "liquidation_ladder",
-    "margin_state",
 ]
 
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
-_NO_MOVES = np.empty(0)
-_NO_MOVES.flags.writeable = False
 
 
 def ladder_moves(low: float = -0.90, high: float = 2.00, step: float = 0.05) -> Float:
@@ -317,71 +306,14 @@ def _concentration(holdings: Float, basis: str, top_n: int) -> Concentration:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class MarginState:
-    """The cross-chain margin accounts valued at ``inputs``' prices; per user unless stated.
-
-    ``equity_usd`` counts collateral after haircut (as :func:`aggregation.unified_risk`);
-    ``collateral_value_usd`` is raw, per collateral row; ``option_value_usd`` is size x
-    mark per option row; ``perp_pnl_usd`` per perp row.
-    """
-
-    book: MarginBook
-    valuation: Valuation
-    collateral_value_usd: Float
-    option_value_usd: Float
-    perp_pnl_usd: Float
-    equity_usd: Float
-    mm_usd: Float
-    mm_by_underlying_usd: Float  # (n_users, U)
-
-
-def margin_state(
-    inputs: RiskInputs,
-    grid: ScenarioGrid,
-    *,
-    margin_params: MarginParams | None = None,
-    standard_params: StandardMarginParams | None = None,
-    rate_annual: float = 0.0,
-    with_moves: bool = False,
-) -> MarginState:
-    """Margin equity and maintenance of every user, as :func:`aggregation.unified_risk` does.
-
-    ``with_moves`` also prices the liquidation search's trial moves (for
-    :func:`aggregation.margin.margin_liquidation_moves`).
-    """
-    n, n_u = inputs.n_users, inputs.n_underlyings
-    o, p, c = inputs.options, inputs.perps, inputs.collateral
-    inst, k = inputs.instruments, inputs.option_instrument
-    spot, price = inputs.spot_usd, inputs.asset_price_usd
-    extra = {} if with_moves else {"moves_down": _NO_MOVES, "moves_up": _NO_MOVES}
-    valuation = value_instruments(inst, spot, inputs.carry_annual, grid, rate_annual=rate_annual,
-                                  **extra)  # fmt: skip
-    raw = c.amount * price[c.asset]
-    haircut = raw * (1.0 - c.haircut)
-    option_value = o.size * valuation.greeks.price[k]
-    pnl = p.size * spot[p.underlying] - p.open_notional_usd + p.funding_usd
-    book = MarginBook(
-        n, n_u, inst, o.user, k, o.size, p.user, p.underlying, p.size,
-        c.user, inputs.asset_underlying[c.asset], haircut,
-    )  # fmt: skip
-    pm = portfolio_margin(book, valuation, margin_params)
-    mm, mm_u = pm.mm_usd, pm.mm_by_underlying_usd
-    if inputs.isolated.any():
-        sm = standard_margin(book, valuation, standard_params)
-        mm = np.where(inputs.isolated, sm.mm_usd, mm)
-        mm_u = np.where(inputs.isolated[:, None], sm.mm_by_underlying_usd, mm_u)
-    equity = _sum(c.user, haircut, n) + _sum(o.user, option_value, n) + _sum(p.user, pnl, n)
-    return MarginState(book, valuation, raw, option_value, pnl, equity, mm, mm_u)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
 class LiquidationLadder:
     """Collateral liquidatable per root ``roots[k]`` at each level ``moves[l]``: ``(K, L)``.
 
     ``collateral_usd``: all collateral of the accounts liquidatable at that level, valued
     at that level; ``collateral_coin``: the part that is the root or its variants, in root
     coins (what liquidators would sell into that market); ``margin_collateral_usd``: the
-    part held by margin accounts; ``debt_usd``: the lending debt of those accounts.
+    part held by margin accounts; ``debt_usd``: the lending debt of those accounts;
+    ``accounts``: how many accounts (lending and margin) are liquidatable.
     """
 
     roots: Index
@@ -412,15 +344,11 @@ def liquidation_ladder(
     canonical: CanonicalMap | ArrayLike,
     *,
     moves: ArrayLike = LADDER_MOVES,
-    grid: ScenarioGrid | None = None,
     include_margin: bool = True,
-    margin_params: MarginParams | None = None,
-    standard_params: StandardMarginParams | None = None,
 ) -> LiquidationLadder:
     """The liquidation ladder of every root asset over ``moves`` (sorted, > -1).
 
-    Margin accounts are searched on ``grid`` (default Derive PMRM); ``include_margin=False``
-    leaves them out (lending only).
+    ``include_margin=False`` leaves the margin accounts out (lending only).
     """
     cmap = CanonicalMap.of(inputs, canonical)
     levels = np.asarray(moves, dtype=np.float64)
@@ -430,9 +358,8 @@ def liquidation_ladder(
     rows = _lending_rows(inputs, cmap)
     if include_margin and inputs.n_users:
         cmap.require_underlyings(inputs)
-        rows = [np.concatenate(pair, axis=0) for pair in zip(rows, _margin_rows(
-            inputs, cmap, grid or derive_pmrm_grid(), margin_params, standard_params
-        ), strict=True)]  # fmt: skip
+        margin = _margin_rows(inputs, cmap)
+        rows = [np.concatenate(pair, axis=0) for pair in zip(rows, margin, strict=True)]
     lo, hi, value, value_k, coin_k, debt, debt_k, is_margin = rows
     out = np.zeros((6, k_roots, n_l))
     ones = np.ones(lo.shape[0])
@@ -479,32 +406,25 @@ def _lending_rows(inputs: RiskInputs, cmap: CanonicalMap) -> list[Float]:
     return [lo, hi, value, value_k, coin_k, debt, debt_k, np.zeros(n)]
 
 
-def _margin_rows(
-    inputs: RiskInputs,
-    cmap: CanonicalMap,
-    grid: ScenarioGrid,
-    margin_params: MarginParams | None,
-    standard_params: StandardMarginParams | None,
-) -> list[Float]:
-    """Per user's margin account: first liquidation moves per root and the values to sum."""
-    n, k_roots = inputs.n_users, cmap.n_roots
-    state = margin_state(inputs, grid, margin_params=margin_params,
-                         standard_params=standard_params, with_moves=True)  # fmt: skip
-    down, up = margin_liquidation_moves(
-        state.book, state.valuation, equity_usd=state.equity_usd, mm_usd=state.mm_usd,
-        mm_by_underlying_usd=state.mm_by_underlying_usd,
-    )  # fmt: skip
+def _margin_rows(inputs: RiskInputs, cmap: CanonicalMap) -> list[Float]:
+    """Per margin account: first liquidation moves per root and the values to sum."""
+    k_roots = cmap.n_roots
+    state = account_state(inputs)
+    acc = state.accounts
+    n = acc.n_accounts
+    down, up = account_liquidation_moves(inputs, state)
     inf = np.inf
     lo, hi = np.full((n, k_roots), -inf), np.full((n, k_roots), inf)
     tied = cmap.underlying_slot >= 0
     k_of_u = cmap.underlying_slot[tied]
     d, u = down[:, tied], up[:, tied]
-    already = (d == 0.0) | (u == 0.0)
+    already = state.liquidatable[:, None]  # a root of 0 at equity == MM is one side only
     lo[:, k_of_u] = np.where(already, inf, np.where(np.isnan(d), -inf, d))
     hi[:, k_of_u] = np.where(already, inf, np.where(np.isnan(u), inf, u))
     c = inputs.collateral
-    key = c.user * k_roots + cmap.asset_slot[c.asset]
-    value_k = _sum(key, state.collateral_value_usd, n * k_roots).reshape(n, k_roots)
+    key = acc.collateral_account * k_roots + cmap.asset_slot[c.asset]
+    value = c.amount * inputs.asset_price_usd[c.asset]
+    value_k = _sum(key, value, n * k_roots).reshape(n, k_roots)
     coin_k = _sum(key, c.amount * cmap.peg[c.asset], n * k_roots).reshape(n, k_roots)
     zeros = np.zeros((n, k_roots))
     return [lo, hi, value_k.sum(1), value_k, coin_k, np.zeros(n), zeros, np.ones(n)]

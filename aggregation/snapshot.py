@@ -27,6 +27,14 @@ intrinsic(settlement price)`` counts as cash collateral (asset ``USD``, price 1,
 in the user's options account, as ``settlePosition`` will book it; an expired series not yet
 settled stays an option with ``T = 0`` (Black-76 then values it at intrinsic on spot).
 
+On-chain rules (:class:`~aggregation.accounts.ProtocolRules`, what decides liquidations):
+a perps market's mmBps, imBps and liquidation fee per market come from its
+``protocol_param`` rows (``MarketListed``), mapped to the market feed's underlying; its
+margin counts at par (quote units, as ``PerpsMarket`` does). An options market's mmBps,
+imBps and penaltyBps are constructor immutables that no event reports: they come from
+:class:`MarkParams` (default: what the devnet deploys, ``chains/world.py``), per protocol
+label if listed there. Collateral haircuts are the ``haircut_bps`` params, as before.
+
 Units: token amounts become float token units divided by the token's decimals (the only
 place that happens); option sizes, strikes, perp notionals and funding indices are WAD /
 1e18; LT, LTV, bonus and haircuts are ``protocol_param`` basis points / 1e4; perp margin
@@ -47,6 +55,7 @@ import numpy as np
 from eth_utils.address import to_checksum_address
 from numpy.typing import NDArray
 
+from aggregation.accounts import OnchainRates, ProtocolRules
 from aggregation.exceptions import AggregationError, InvalidSurfaceError
 from aggregation.risk import (
     BorrowPositions,
@@ -59,6 +68,7 @@ from aggregation.risk import (
 from aggregation.volsurface import SECONDS_PER_YEAR, WAD, VolSurface
 from chains.spec import ChainSpec, Registry
 from chains.types import ContractKind
+from chains.world import OPTIONS_IM_BPS, OPTIONS_MM_BPS, OPTIONS_PENALTY_BPS
 
 __all__ = [
     "CASH_ASSET",
@@ -119,6 +129,9 @@ class MarkParams:
     fallback_vol_annual: float = 0.8  # only for an underlying without any vol slice
     price_tolerance: float = 0.01  # cross-chain price spread that is reported
     history_days: float = 730.0  # oracle history the loader keeps for tail risk
+    # options markets' (mmBps, imBps, penaltyBps): not in any event; per protocol label
+    options_bps: tuple[int, int, int] = (OPTIONS_MM_BPS, OPTIONS_IM_BPS, OPTIONS_PENALTY_BPS)
+    options_bps_by_protocol: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -300,13 +313,50 @@ class _Builder:
             [risky.index(r) if r in risky else -1 for r in root] + [-1], dtype=np.intp
         )  # the last entry is CASH_ASSET's
         # asset id (also an option underlying's text) -> underlying index, -1: none
-        self.underlying_of = {a: int(self.asset_underlying[i]) for i, a in enumerate(self.assets)}
+        self.underlying_of: dict[str, int] = {
+            a: int(self.asset_underlying[i]) for i, a in enumerate(self.assets)
+        }
         self.unpriced = {
             a.asset_id
             for i, a in enumerate(registry.assets)
             if a.is_root and np.isnan(self.price[i])
         }
         self.books: dict[str, dict[str, list[NDArray[Any]]]] = {b: {} for b in _BOOKS}
+        self.rules = self._rules(labels)
+
+    def _rules(self, labels: Mapping[tuple[int, str], str]) -> ProtocolRules:
+        """Default rates; options markets' from ``marks``; perps margin at par."""
+        rules = ProtocolRules.uniform(max(1, len(labels)), len(self.underlyings), OnchainRates())
+        kinds: dict[tuple[int, str], ContractKind] = {
+            (c.chain_id, c.address): c.kind for s in self.specs.values() for c in s.contracts
+        }
+        for i, (key, label) in enumerate(labels.items()):
+            kind = kinds[key]
+            if kind == ContractKind.OPTIONS_MARKET:
+                bps = self.marks.options_bps_by_protocol.get(label, self.marks.options_bps)
+                rules.option_mm_rate[i], rules.option_im_rate[i] = bps[0] / _BPS, bps[1] / _BPS
+                rules.option_penalty_rate[i] = bps[2] / _BPS
+            rules.collateral_at_par[i] = kind == ContractKind.PERPS_MARKET
+        return rules
+
+    def _perp_rules(self, rows: ChainRows, protocols: Mapping[str, int]) -> None:
+        """Each listed perps market's rates, on its protocol and underlying."""
+        feeds = self.specs[rows.chain_id].contracts_of(ContractKind.PRICE_FEED)
+        feed_asset: dict[str, str | None] = {f.address: f.asset_id for f in feeds}
+        r = self.rules
+        for (protocol, market, name), value in rows.params.items():
+            p = protocols.get(protocol, -1)
+            if name != "mm_bps" or p < 0 or not r.collateral_at_par[p]:
+                continue
+            asset = feed_asset.get(rows.params.get((protocol, market, "feed"), "")) or market
+            u = self.underlying_of.get(str(asset).split("-")[0], -1)
+            if u < 0:
+                continue
+            get = rows.params.get
+            r.perp_mm_rate[p, u] = float(value) / _BPS
+            r.perp_im_rate[p, u] = float(get((protocol, market, "im_bps"), value)) / _BPS
+            fee = get((protocol, market, "liquidation_fee_bps"), r.perp_fee_rate[p, u] * _BPS)
+            r.perp_fee_rate[p, u] = float(fee) / _BPS
 
     def _asset_prices(self) -> Float:
         quotes: dict[str, list[float]] = {}
@@ -396,6 +446,7 @@ class _Builder:
             self._add(book, **cols)
         self._options(ci, rows, protocols)
         self._perps(ci, rows, protocols)
+        self._perp_rules(rows, protocols)
 
     def _options(self, ci: int, rows: ChainRows, protocols: Mapping[str, int]) -> None:
         account, protocol, size_wad, und, expiry, strike_wad, is_call, settle = _columns(
@@ -514,7 +565,8 @@ class _Builder:
         return RiskInputs.build(
             tuple(users), spot_usd=self.spot, carry_annual=self.carry,
             asset_price_usd=np.nan_to_num(self.price), asset_underlying=self.asset_underlying,
-            n_chains=max(1, len(self.chains)), n_protocols=max(1, len(self.protocols)), **built,
+            n_chains=max(1, len(self.chains)), n_protocols=max(1, len(self.protocols)),
+            rules=self.rules, **built,
         )  # fmt: skip
 
     def _check_prices(self, built: Mapping[str, Any]) -> None:

@@ -11,9 +11,15 @@ Stable keys (:class:`RiskReport` fields; nested values are frozen dataclasses to
 ``address``, ``watermark`` ({chain id: block}), ``block_time_s``, ``grid``,
 ``has_positions``, ``equity_usd``, ``collateral_usd``, ``collateral_after_haircuts_usd``,
 ``debt_usd``, ``options_mtm_usd``, ``perp_pnl_usd``, ``margin_equity_usd``,
-``initial_margin_usd``, ``maintenance_margin_usd``, ``margin_ratio`` (MM / margin equity,
-liquidation at >= 1; inf when equity <= 0), ``health_factor`` (lowest over lending
-accounts; inf without debt), ``greeks``, ``distance_to_liquidation``, ``hedge`` (per
+``initial_margin_usd``, ``maintenance_margin_usd``, ``margin_ratio`` (portfolio margin,
+cross-margined: MM / margin equity, short of margin at >= 1; inf when equity <= 0),
+``account_equity_usd``, ``account_initial_margin_usd``, ``account_maintenance_margin_usd``
+(the protocol rule, summed over the user's margin accounts -- one per (protocol, chain),
+as on chain), ``account_margin_ratio`` (the tightest margin account's MM / equity; the
+contracts liquidate above 1), ``liquidatable_accounts`` (margin and lending accounts the
+contracts would liquidate now), ``health_factor`` (lowest over lending
+accounts; inf without debt), ``greeks``, ``distance_to_liquidation`` (first move of each
+underlying that makes any account liquidatable, under the protocol rule), ``hedge`` (per
 underlying), ``worst_scenario``, ``by_chain``, ``by_protocol``, ``tail``, ``warnings``,
 ``contagion``. See :mod:`aggregation.risk` for the definitions; infinities and NaN become
 JSON null.
@@ -134,6 +140,8 @@ class BreakdownRow:
     perp_pnl_usd: float
     notional_usd: float
     equity_usd: float
+    account_equity_usd: float  # the protocol rule's, of the margin accounts there
+    account_mm_usd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +190,11 @@ class RiskReport:
     initial_margin_usd: float
     maintenance_margin_usd: float
     margin_ratio: float
+    account_equity_usd: float
+    account_initial_margin_usd: float
+    account_maintenance_margin_usd: float
+    account_margin_ratio: float
+    liquidatable_accounts: int
     health_factor: float
     greeks: dict[str, UnderlyingGreeks]
     distance_to_liquidation: dict[str, LiquidationDistance]
@@ -232,6 +245,11 @@ def user_risk_report(
         initial_margin_usd=float(risk.im_usd[0]),
         maintenance_margin_usd=float(risk.mm_usd[0]),
         margin_ratio=float(risk.margin_ratio[0]),
+        account_equity_usd=float(risk.account_equity_usd[0]),
+        account_initial_margin_usd=float(risk.account_im_usd[0]),
+        account_maintenance_margin_usd=float(risk.account_mm_usd[0]),
+        account_margin_ratio=float(risk.account_margin_ratio[0]),
+        liquidatable_accounts=int(risk.liquidatable_accounts[0]),
         health_factor=float(risk.health_factor[0]),
         greeks={
             u: UnderlyingGreeks(

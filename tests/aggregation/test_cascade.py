@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregation.cascade import (
+    LENDING,
+    MARGIN,
     CascadeParams,
     CascadeResult,
     ConstantProduct,
@@ -220,11 +222,68 @@ def test_margin_account_closed_with_deficit() -> None:
     assert up.price_usd[1, ETH] > 2_800.0
 
 
+def test_margin_is_per_protocol_and_chain() -> None:
+    """Collateral on another chain does not margin a perp: the account on chain 1 holds a
+    long perp and nothing else (equity 100 < MM 5 % x 4,000), so it is liquidated at once,
+    while the options account on chain 0 (2,000 USDC against 2 x 9 % x 2,000) stays."""
+    book = build(
+        options=[(3, ETH, 0, 1, -2.0, 2_200.0, 30 / 365, True, 0.6)],
+        perps=[(3, ETH, 1, 1, 2.0, 3_900.0, 0.0)],
+        collateral=[(3, USDC, 0, 1, 2_000.0, 0.0)],
+    )
+    r = cascade(book, CANONICAL, shock())
+    ev = r.accounts
+    assert list(zip(ev.round, ev.user, ev.protocol, ev.chain, ev.kind, strict=True)) == [
+        (0, 3, 1, 1, MARGIN)
+    ]
+    assert r.final_inputs.perps.size[0] == 0.0
+    assert r.final_inputs.options.size[0] == -2.0
+    # no margin left: the settled P&L (+100) pays the fee (2.5 % x 4,000 capped at 100)
+    assert r.bad_debt_usd.sum() == 0.0
+    assert r.closed_notional_usd[0, 1, 1] == pytest.approx(4_000.0)
+
+
+def test_options_account_closed_at_intrinsic_with_penalty() -> None:
+    # user 1: short 2 ETH puts K 2,200; 300 USDC and 0.5 ETH (haircut 15 %). ETH -20 %:
+    # equity 300 + 680 = 980 < MM 2 (144 + 600) = 1,488. Owed 1,200 + 148.8 -> everything
+    # (300 + 800) is taken and 248.8 is bad debt, booked on the puts' ETH.
+    book = build(
+        options=[(1, ETH, 0, 1, -2.0, 2_200.0, 30 / 365, False, 0.6)],
+        collateral=[(1, USDC, 0, 1, 300.0, 0.0), (1, ETH, 0, 1, 0.5, 0.15)],
+    )
+    assert cascade(book, CANONICAL, shock()).users_affected == 0
+    r = cascade(book, CANONICAL, shock(ETH=-0.20))
+    assert r.user_first_round[1] == 0
+    assert r.sold_coin[0, ETH] == pytest.approx(0.5)
+    assert r.sold_coin[0, USDC] == pytest.approx(300.0)
+    assert r.bad_debt_usd[0, 1, 0] == pytest.approx(248.8)
+    d = r.deficits
+    assert (d.asset[0], d.amount_coin[0]) == (ETH, pytest.approx(248.8 / 1_600.0))
+    check_conservation(book, r)
+
+
+def test_crash_in_steps() -> None:
+    """``steps`` reaches the shock geometrically, each step to its fixed point: the final
+    price is the shock's without impact, and with impact the sales happen on the way."""
+    r = cascade(TWO, CANONICAL, shock(ETH=-0.36), CascadeParams(steps=2))
+    assert r.price_usd[0, ETH] == pytest.approx(2_000.0 * 0.8)  # step 1: -20 %
+    assert r.price_usd[-1, ETH] == pytest.approx(2_000.0 * 0.64)
+    # A (liquidatable below 1,687.5) fails in step 1, B (below 1,500) in step 2
+    assert list(r.user_first_round[:2]) == [0, 2]
+    one = cascade(TWO, CANONICAL, shock(ETH=-0.36))
+    assert set(np.flatnonzero(one.user_first_round >= 0)) == {0, 1}
+    ev = r.accounts
+    assert set(zip(ev.user.tolist(), ev.kind.tolist(), strict=True)) == {(0, LENDING), (1, LENDING)}
+    with pytest.raises(InvalidParamsError, match="steps"):
+        cascade(TWO, CANONICAL, shock(), CascadeParams(steps=0))
+
+
 # ---------------------------------------------------------------- properties
 
+# margin accounts hold their collateral where their positions are (same protocol, chain)
 WORLD = build(
     options=[(3, ETH, 0, 1, -2.0, 2_200.0, 30 / 365, True, 0.6)],
-    perps=[(3, ETH, 1, 1, 2.0, 3_900.0, 0.0), (4, BTC, 0, 1, 0.2, 11_800.0, 0.0)],
+    perps=[(3, ETH, 0, 1, 2.0, 3_900.0, 0.0), (4, BTC, 1, 1, 0.2, 11_800.0, 0.0)],
     collateral=[(3, USDC, 0, 1, 2_000.0, 0.0), (4, WSTETH, 1, 1, 2.0, 0.1)],
     supplies=[(0, ETH, 0, 0, 10.0, 0.8), (0, RVETH, 1, 0, 4.0, 0.7), (1, WSTETH, 1, 0, 5.0, 0.8),
               (2, BTC, 0, 0, 0.5, 0.75), (5, ETH, 0, 0, 3.0, 0.83)],
@@ -245,6 +304,7 @@ def check_conservation(book: RiskInputs, r: CascadeResult, *, usdc_debt: bool = 
     final = r.final_inputs
     sold = r.sold_coin.sum(axis=0)
     seized = np.bincount(book.supplies.asset, book.supplies.amount - final.supplies.amount, 5)
+    seized = seized.astype(np.float64)  # an empty book counts in integers
     seized += np.bincount(
         book.collateral.asset, book.collateral.amount - final.collateral.amount, 5
     )

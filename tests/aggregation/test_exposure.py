@@ -181,18 +181,45 @@ def test_ladder_by_hand() -> None:
 
 
 def test_ladder_counts_margin_accounts() -> None:
-    lending = liquidation_ladder(WORLD, CANONICAL, include_margin=False)
-    both = liquidation_ladder(WORLD, CANONICAL)
+    """Margin accounts (one per (user, protocol, chain)) under the protocol rule: user 2
+    writes 2 ETH puts K 1,800 on 1,000 USDC, user 3 is long an ETH perp on 1 wstETH."""
+    book = build(
+        options=[(2, ETH, 0, 1, -2.0, 1_800.0, 30 / 365, False, 0.6)],
+        perps=[(3, ETH, 2, 1, 1.0, 2_000.0, 0.0)],
+        collateral=[(2, USDC, 0, 1, 1_000.0, 0.0), (3, WSTETH, 2, 1, 1.0, 0.1)],
+        supplies=[(0, ETH, 0, 0, 10.0, 0.8)],
+        borrows=[(0, USDC, 0, 0, 12_000.0)],
+    )
+    lending = liquidation_ladder(book, CANONICAL, include_margin=False)
+    both = liquidation_ladder(book, CANONICAL)
     assert (lending.margin_collateral_usd == 0.0).all()
-    # margin users 2 (USDC) and 3 (1 wstETH) hold no lending: their first ETH move down is
-    # unified_risk's distance to liquidation; beyond it, their collateral is on the ladder
-    down = unified_risk(WORLD, derive_pmrm_grid()).liq_move_down[:, ETH]
-    assert not np.isnan(down[[2, 3]]).any()
+    # user 2: 1,000 - 2 (9 % S + 1,800 - S) = 0 at S = 2,600 / 1.82; user 3: 2,124 (1 + m)
+    # + 2,000 m - 100 (1 + m) = 0. Both are unified_risk's distances to liquidation.
+    # User 2 also fails high: 1,000 - 2 x 9 % S = 0 at S = 5,555.6.
+    risk = unified_risk(book, derive_pmrm_grid())
+    down, up = risk.liq_move_down[:, ETH], risk.liq_move_up[:, ETH]
+    np.testing.assert_allclose(down[[2, 3]], [2_600.0 / 1.82 / 2_000.0 - 1.0, -2_024.0 / 4_024.0])
+    assert up[2] == pytest.approx(1_000.0 / 0.18 / 2_000.0 - 1.0)
+    assert np.isnan(up[3])
     for level, m in enumerate(LADDER_MOVES):
-        failing = [u for u in (2, 3) if m < down[u]]
-        expected = sum(5_000.0 if u == 2 else 2_360.0 * (1 + m) for u in failing)
+        failing = [u for u in (2, 3) if m < down[u] or m > up[u]]
+        expected = sum(1_000.0 if u == 2 else 2_360.0 * (1 + m) for u in failing)
         assert both.margin_collateral_usd[0, level] == pytest.approx(expected)
         assert both.accounts[0, level] == lending.accounts[0, level] + len(failing)
+
+
+def test_ladder_margin_accounts_are_per_chain() -> None:
+    """A perp alone on its chain (its margin on another chain) is liquidatable at every
+    level; an account exactly at maintenance fails on any fall but not on a rise."""
+    book = build(
+        perps=[(2, ETH, 1, 1, 3.0, 5_700.0, 0.0), (3, BTC, 0, 1, -0.1, -6_100.0, 0.0)],
+        collateral=[(3, USDC, 1, 1, 5_000.0, 0.0)],
+    )
+    lad = liquidation_ladder(book, CANONICAL, moves=[-0.1, 0.1])
+    # user 3's BTC perp (equity 100 < MM 300) counts everywhere; user 2's ETH perp (equity
+    # 300 = MM 300) below 0 only
+    np.testing.assert_array_equal(lad.accounts[0], [2, 1])
+    np.testing.assert_array_equal(lad.accounts[1], [1, 1])
 
 
 @st.composite

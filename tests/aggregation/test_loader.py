@@ -25,6 +25,7 @@ from aggregation.snapshot import (
     CASH_ASSET,
     ChainRows,
     InvalidAddressError,
+    MarkParams,
     Snapshot,
     build_snapshot,
     checksummed,
@@ -112,6 +113,9 @@ def _rows(*, calendar_arbitrage: bool) -> ChainRows:
         (POOL, WETH, "liquidation_bonus_bps"): "10500",
         (OPTIONS, USDC, "haircut_bps"): "0",
         (PERPS, "ETH-PERP", "feed"): FEED_ETH,
+        (PERPS, "ETH-PERP", "mm_bps"): "600",
+        (PERPS, "ETH-PERP", "im_bps"): "1200",
+        (PERPS, "ETH-PERP", "liquidation_fee_bps"): "300",
     }
     perps = [(BOB, PERPS, "ETH-PERP", str(WAD), str(1900 * WAD), str(0))]
     return ChainRows(
@@ -156,6 +160,35 @@ def test_build_snapshot_marks_and_books() -> None:
     risk = unified_risk(i, derive_pmrm_grid())
     alice = i.users.index(ALICE)
     assert risk.health_factor[alice] == pytest.approx(2 * 2050 * 0.8 / 3000, rel=1e-14)
+
+
+def test_snapshot_carries_each_markets_rules() -> None:
+    snap = build_snapshot(_registry(), [_rows(calendar_arbitrage=False), _other_chain()])
+    r, p = snap.inputs.rules, {name: k for k, name in enumerate(snap.protocols)}
+    # options markets: the devnet's rates (no event reports them); perps: MarketListed
+    assert r.option_mm_rate[p["options@1"]] == 0.09
+    assert (r.option_im_rate[p["options@10"]], r.option_penalty_rate[p["options@10"]]) == (
+        0.15, 0.10,
+    )  # fmt: skip
+    eth = snap.underlyings.index("ETH")
+    assert r.perp_mm_rate[p["perps@1"], eth] == 0.06
+    assert (r.perp_im_rate[p["perps@1"], eth], r.perp_fee_rate[p["perps@1"], eth]) == (0.12, 0.03)
+    assert r.perp_mm_rate[p["perps@10"], eth] == 0.05  # nothing listed: the default
+    assert r.collateral_at_par.tolist() == [False, False, True, False, False, True]
+    # Bob: options account 10,000 USDC + 500 settled cash against 2 x 9 % x 2,050;
+    # perps account: margin -500 + P&L (2,050 - 1,900 - 10) < 6 % x 2,050 -> liquidatable
+    risk = unified_risk(snap.inputs, derive_pmrm_grid())
+    bob = snap.inputs.users.index(BOB)
+    assert risk.account_equity_usd[bob] == pytest.approx(10_500.0 - 360.0)
+    assert risk.account_mm_usd[bob] == pytest.approx(2 * 0.09 * 2_050 + 0.06 * 2_050)
+    assert risk.account_im_usd[bob] == pytest.approx(2 * 0.15 * 2_050 + 0.12 * 2_050)
+    assert risk.liquidatable_accounts[bob] == 1
+    custom = MarkParams(options_bps_by_protocol={"options@1": (1_000, 2_000, 500)})
+    other = build_snapshot(_registry(1), [_rows(calendar_arbitrage=False)], marks=custom)
+    k = other.protocols.index("options@1")
+    assert (other.inputs.rules.option_mm_rate[k], other.inputs.rules.option_im_rate[k]) == (
+        0.1, 0.2,
+    )  # fmt: skip
 
 
 def test_arbitrageable_surface_falls_back_to_atm_with_a_warning() -> None:

@@ -1,14 +1,33 @@
-"""Portfolio and standard margin: worked examples, invariants, and the liquidation search."""
+"""Portfolio and standard margin, and the protocol rule per account: worked examples,
+invariants, liquidation searches (grid and exact) and what a liquidation takes."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import aggregation.accounts as accounts_module
 import aggregation.margin as margin_module
+from aggregation.accounts import (
+    ProtocolRules,
+    account_liquidation_moves,
+    account_state,
+    liquidate_accounts,
+)
 from aggregation.black76 import black76
+from aggregation.books import (
+    BorrowPositions,
+    CollateralPositions,
+    OptionPositions,
+    PerpPositions,
+    RiskInputs,
+    SupplyPositions,
+)
 from aggregation.margin import (
     Instruments,
     MarginBook,
@@ -297,3 +316,198 @@ def test_option_liquidation_move_matches_brute_force(coarse_path: bool) -> None:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if f(mid) < 0.0 else (lo, mid)
     assert down[0, 0] == pytest.approx(hi, abs=1e-3)  # interpolated inside a 1 % bracket
+
+
+# ---------------------------------------------------------------- the protocol rule, per account
+
+# assets ETH, BTC, USDC; underlyings ETH, BTC; protocols: 0 an options market, 1 a perps
+# market (margin at par); 2 chains
+A_ETH, A_BTC, A_USDC = 0, 1, 2
+
+
+def accounts_book(
+    options: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+    perps: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+    collateral: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+    *,
+    spot: tuple[float, float] = (2_000.0, 60_000.0),
+    usdc: float = 1.0,
+    n_users: int = 2,
+) -> RiskInputs:
+    """Rows: option (user, u, chain, protocol, size, K, call); perp (user, u, chain,
+    protocol, size, open notional, funding); collateral (user, asset, chain, protocol,
+    amount, haircut). Options expire in 30 days at vol 0.6 (the rule ignores both)."""
+    o = [(*r[:5], r[5], 30 * DAY, r[6], 0.6) for r in options]
+    kinds = {"i": np.intp, "f": np.float64, "b": np.bool_}
+
+    def cols(rows: list[tuple[Any, ...]], letters: str) -> list[np.ndarray]:
+        data = list(zip(*rows, strict=True)) if rows else [() for _ in letters]
+        return [np.array(c, dtype=kinds[k]).reshape(-1) for c, k in zip(data, letters, strict=True)]
+
+    no_i, no_f = np.zeros(0, np.intp), np.zeros(0)
+    rules = ProtocolRules.uniform(2, 2)
+    rules.collateral_at_par[1] = True
+    return RiskInputs.build(
+        tuple(f"0x{i:040x}" for i in range(n_users)),
+        spot_usd=np.array(spot), carry_annual=np.zeros(2),
+        asset_price_usd=np.array([spot[0], spot[1], usdc]),
+        asset_underlying=np.array([0, 1, -1], dtype=np.intp),
+        options=OptionPositions(*cols(o, "iiiifffbf")),
+        perps=PerpPositions(*cols(perps, "iiiifff")),
+        collateral=CollateralPositions(*cols(collateral, "iiiiff")),
+        supplies=SupplyPositions(no_i, no_i, no_i, no_i, no_f, no_f, no_f, no_f),
+        borrows=BorrowPositions(no_i, no_i, no_i, no_i, no_f), n_chains=2, n_protocols=2,
+        rules=rules,
+    )  # fmt: skip
+
+
+def test_options_account_by_hand() -> None:
+    # short 2 puts K 2,200 at 2,000; 300 USDC + 0.5 ETH (haircut 15 %)
+    # equity 300 + 850 = 1,150; MM = 2 (9 % x 2,000 + 200) = 760; IM = 2 (300 + 200) = 1,000
+    book = accounts_book(
+        options=[(0, 0, 0, 0, -2.0, 2_200.0, False), (0, 0, 0, 0, 3.0, 1_000.0, True)],
+        collateral=[(0, A_USDC, 0, 0, 300.0, 0.0), (0, A_ETH, 0, 0, 0.5, 0.15)],
+    )
+    st = account_state(book)
+    assert st.accounts.n_accounts == 1  # the long call adds nothing: options are not marked
+    assert (st.equity_usd[0], st.mm_usd[0], st.im_usd[0]) == pytest.approx(
+        (1_150.0, 760.0, 1_000.0)
+    )
+    assert not st.liquidatable[0]
+    # down: 300 + 850 (1 + m) - 2 (0.09 x 2,000 (1 + m) + 2,200 - 2,000 (1 + m)) = 0
+    down, up = account_liquidation_moves(book, st)
+    assert down[0, 0] == pytest.approx(
+        (4_400.0 - 300.0 - 850.0 + 360.0 - 4_000.0) / (850.0 - 360.0 + 4_000.0)
+    )
+    # up: the puts expire worthless above 2,200; 300 + 850 (1 + m) >= 360 (1 + m) forever
+    assert np.isnan(up[0, 0])
+    assert np.isnan(down[0, 1])  # nothing on BTC
+    assert np.isnan(up[0, 1])
+
+
+def test_put_requirement_is_capped_at_the_strike() -> None:
+    # a far out-of-the-money put: 9 % x 2,000 = 180 > K = 100, so MM = 100
+    book = accounts_book(
+        options=[(0, 0, 0, 0, -1.0, 100.0, False), (1, 0, 0, 0, -1.0, 100.0, False)],
+        collateral=[(0, A_USDC, 0, 0, 150.0, 0.0), (1, A_USDC, 0, 0, 99.0, 0.0)],
+    )
+    st = account_state(book)
+    np.testing.assert_allclose(st.mm_usd, [100.0, 100.0])
+    assert list(st.liquidatable) == [False, True]
+    down, up = account_liquidation_moves(book, st)
+    # user 0: MM <= 100 at every price (cap above 1,111.1, 9 % S + (100 - S)+ below)
+    assert np.isnan(down[0, 0])
+    assert np.isnan(up[0, 0])
+    assert down[1, 0] == up[1, 0] == 0.0
+
+
+def test_perps_account_by_hand_margin_at_par() -> None:
+    # long 2 ETH from 2,000 with 300 USDC of margin; USDC's oracle says 1.01, the market 1
+    book = accounts_book(
+        perps=[(0, 0, 1, 1, 2.0, 4_000.0, -10.0)],
+        collateral=[(0, A_USDC, 1, 1, 300.0, 0.0)], usdc=1.01, spot=(1_900.0, 60_000.0),
+    )  # fmt: skip
+    st = account_state(book)
+    # equity = 300 + 3,800 - 4,000 - 10 = 90 < MM = 5 % x 3,800 = 190
+    assert (st.equity_usd[0], st.mm_usd[0], st.im_usd[0]) == pytest.approx((90.0, 190.0, 380.0))
+    assert st.margin_ratio[0] == pytest.approx(190.0 / 90.0)
+    liq = liquidate_accounts(book, st)
+    # settled -210 leaves 90; the fee 2.5 % x 3,800 = 95 is capped at 90: 300 taken in all
+    assert liq.seized_coin[0] == pytest.approx(300.0)
+    assert liq.perp_deficit_usd[0] == 0.0
+    assert liq.perp_rows.tolist() == [0]
+    assert liq.accounts.tolist() == [0]
+    # at 1,850 the settlement (-310) exceeds the margin (300): 10 of bad debt, no fee
+    lower = accounts_book(
+        perps=[(0, 0, 1, 1, 2.0, 4_000.0, -10.0)],
+        collateral=[(0, A_USDC, 1, 1, 300.0, 0.0)], spot=(1_850.0, 60_000.0),
+    )  # fmt: skip
+    liq = liquidate_accounts(lower, account_state(lower))
+    assert liq.seized_coin[0] == pytest.approx(300.0)
+    assert liq.perp_deficit_usd[0] == pytest.approx(10.0)
+
+
+def test_options_liquidation_takes_the_quote_token_first() -> None:
+    # at 1,600: equity 600 + 0.5 x 1,600 x 0.85 = 1,280 < MM 2 (144 + 600) = 1,488;
+    # owed: intrinsic 1,200 + penalty 10 % x 1,488 = 1,348.8 -> 600 USDC, then 748.8 of ETH
+    book = accounts_book(
+        options=[(0, 0, 0, 0, -2.0, 2_200.0, False)],
+        collateral=[(0, A_ETH, 0, 0, 0.5, 0.15), (0, A_USDC, 0, 0, 600.0, 0.0)],
+        spot=(1_600.0, 60_000.0),
+    )
+    st = account_state(book)
+    assert st.mm_usd[0] == pytest.approx(1_488.0)
+    liq = liquidate_accounts(book, st)
+    c = book.collateral
+    seized = dict(zip(c.asset[liq.collateral_rows].tolist(), liq.seized_coin.tolist(), strict=True))
+    assert seized[A_USDC] == pytest.approx(600.0)
+    assert seized[A_ETH] == pytest.approx(748.8 / 1_600.0)
+    assert liq.option_deficit_usd.sum() == 0.0
+    # with 300 USDC instead, everything is taken and 248.8 is bad debt on the puts
+    poorer = accounts_book(
+        options=[(0, 0, 0, 0, -2.0, 2_200.0, False)],
+        collateral=[(0, A_ETH, 0, 0, 0.5, 0.15), (0, A_USDC, 0, 0, 300.0, 0.0)],
+        spot=(1_600.0, 60_000.0),
+    )
+    liq = liquidate_accounts(poorer, account_state(poorer))
+    np.testing.assert_allclose(liq.seized_coin, poorer.collateral.amount[liq.collateral_rows])
+    assert liq.option_deficit_usd.sum() == pytest.approx(1_348.8 - 300.0 - 800.0)
+
+
+def _f(book: RiskInputs, u: int, m: float) -> np.ndarray:
+    """equity - MM of every account with underlying ``u`` (and its assets) moved by ``m``."""
+    spot = book.spot_usd.copy()
+    spot[u] *= 1.0 + m
+    price = book.asset_price_usd * np.where(book.asset_underlying == u, 1.0 + m, 1.0)
+    st = account_state(replace(book, spot_usd=spot, asset_price_usd=price))
+    return np.asarray(st.equity_usd - st.mm_usd)
+
+
+@pytest.mark.parametrize(("seed", "large"), [(0, False), (1, True), (2, False), (3, True)])
+def test_account_liquidation_moves_are_exact(
+    seed: int, large: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random accounts: no crossing before the root on a fine grid, f(root) = 0 and f < 0
+    just beyond; NaN only where no grid move crosses. ``large``: the code paths of big
+    books (accounts numbered by sorting, only rows with positions searched)."""
+    if large:
+        monkeypatch.setattr(accounts_module, "_SMALL_ROWS", 0)
+        monkeypatch.setattr(accounts_module, "_DENSE_KEYS", 0)
+        monkeypatch.setattr(accounts_module, "_DENSE_PER_ROW", 0)
+    rng = np.random.default_rng(seed)
+    n_users, rows = 12, 40
+    spot = (2_000.0, 60_000.0)
+    options = [
+        (int(rng.integers(n_users)), u, int(rng.integers(2)), 0, float(rng.normal(0, 1.5)),
+         spot[u] * float(rng.uniform(0.05, 1.6)), bool(rng.random() < 0.5))
+        for u in rng.integers(0, 2, rows)
+    ]  # fmt: skip
+    perps = [
+        (int(rng.integers(n_users)), u, int(rng.integers(2)), 1, s,
+         s * spot[u] * float(rng.uniform(0.9, 1.1)), 0.0)
+        for u, s in zip(rng.integers(0, 2, rows // 2), rng.normal(0, 0.5, rows // 2), strict=True)
+    ]  # fmt: skip
+    collateral = [
+        (k, a, c, p, float(rng.uniform(0.2, 3.0)) * (1.0 if a != A_USDC else 2_000.0),
+         0.15 * (a != A_USDC))
+        for k in range(n_users) for c in range(2) for p in range(2)
+        for a in (A_ETH, A_USDC) if rng.random() < 0.6
+    ]  # fmt: skip
+    book = accounts_book(options, perps, collateral, n_users=n_users)
+    st = account_state(book)
+    down, up = account_liquidation_moves(book, st)
+    grids = {-1.0: -np.linspace(0.002, 0.998, 499), 1.0: np.linspace(0.01, 6.0, 600)}
+    for u in range(2):
+        for d, roots in ((-1.0, down[:, u]), (1.0, up[:, u])):
+            f = np.stack([_f(book, u, m) for m in grids[d]], axis=1)  # (accounts, moves)
+            for a in range(st.accounts.n_accounts):
+                r = roots[a]
+                if st.liquidatable[a]:
+                    assert r == 0.0
+                    continue
+                before = np.abs(grids[d]) < abs(r) - 1e-9 if not np.isnan(r) else slice(None)
+                assert (f[a, before] >= -1e-6).all(), (u, d, a, r)
+                if np.isnan(r):
+                    continue
+                assert _f(book, u, r)[a] == pytest.approx(0.0, abs=1e-6)
+                assert _f(book, u, r + d * 1e-6)[a] < 0.0

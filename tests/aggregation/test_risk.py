@@ -169,9 +169,42 @@ def test_perp_user_by_hand(risk: UnifiedRisk) -> None:
     assert risk.im_usd[4] == pytest.approx(395.216)
     assert risk.margin_ratio[4] == pytest.approx(375.216 / 794.0)
     assert risk.delta_coin[4, ETH] == pytest.approx(1.105)
-    # linear book: 794 - 375.216 + m (2,189 - 375.216) = 0
-    assert risk.liq_move_down[4, ETH] == pytest.approx(-418.784 / 1_813.784)
+    # on chain: the perp and 500 USDC are one account (protocol 1, chain 0), the stETH
+    # another (chain 1): equity 605 against MM 5 % x 2,000 = 100 (IM 10 %: 200), and 189
+    assert risk.account_equity_usd[4] == pytest.approx(605.0 + 189.0)
+    assert risk.account_mm_usd[4] == pytest.approx(100.0)
+    assert risk.account_im_usd[4] == pytest.approx(200.0)
+    assert risk.account_margin_ratio[4] == pytest.approx(100.0 / 605.0)
+    assert risk.liquidatable_accounts[4] == 0
+    # the perp account dies when 505 + m (2,000 - 100) = 0; the stETH cannot help it
+    assert risk.liq_move_down[4, ETH] == pytest.approx(-505.0 / 1_900.0)
     assert np.isnan(risk.liq_move_up[4, ETH])
+
+
+def test_accounts_are_per_protocol_and_chain(risk: UnifiedRisk) -> None:
+    """User 0's long and short of one call are flat cross-margined, but on chain the short
+    sits alone in (protocol 1, chain 1) with no collateral: MM 9 % x 2,000 = 180 > 0."""
+    assert risk.mm_usd[0] < risk.margin_equity_usd[0]  # the portfolio view: well covered
+    assert risk.account_mm_usd[0] == pytest.approx(180.0)
+    assert risk.account_equity_usd[0] == pytest.approx(10_000.0)
+    assert risk.account_margin_ratio[0] == np.inf
+    assert risk.liquidatable_accounts[0] == 1
+    np.testing.assert_array_equal(risk.liq_move_down[0], [0.0, 0.0])  # now, whatever moves
+    np.testing.assert_array_equal(risk.distance_to_liquidation[0], [0.0, 0.0])
+    # user 1's perp hedge (chain 1) has no margin of its own either; user 2 only lends
+    assert risk.liquidatable_accounts[1] == 1
+    assert risk.account_mm_usd[2] == 0.0
+    assert risk.account_margin_ratio[2] == 0.0
+    # the same books with the collateral beside each short leg are safe
+    covered = build(
+        options=[(0, ETH, 1, 1, -1.0, 2_000.0, 30 * DAY, True, 0.6)],
+        collateral=[(0, USDC, 1, 1, 181.0, 0.0)],
+    )
+    r = unified_risk(covered, GRID)
+    assert r.liquidatable_accounts[0] == 0
+    # 181 - 0.09 S - (S - 2,000)+ = 0 above the strike: S = (181 + 2,000) / 1.09
+    assert r.liq_move_up[0, ETH] == pytest.approx(2_181.0 / 1.09 / 2_000.0 - 1.0)
+    assert np.isnan(r.liq_move_down[0, ETH])
 
 
 def test_breakdowns_add_up(risk: UnifiedRisk) -> None:
@@ -183,6 +216,10 @@ def test_breakdowns_add_up(risk: UnifiedRisk) -> None:
         np.testing.assert_allclose(breakdown.perp_pnl_usd.sum(1), risk.perp_pnl_usd)
         np.testing.assert_allclose(breakdown.equity_usd.sum(1), risk.equity_usd, atol=1e-9)
     assert risk.by_chain.debt_usd[2] == pytest.approx([10_000.0, 30_000.0])
+    for breakdown in (risk.by_chain, risk.by_protocol):
+        np.testing.assert_allclose(breakdown.account_mm_usd.sum(1), risk.account_mm_usd)
+        np.testing.assert_allclose(breakdown.account_equity_usd.sum(1), risk.account_equity_usd)
+    assert risk.by_chain.account_mm_usd[0] == pytest.approx([0.0, 180.0])
 
 
 def test_pnl_matrix_on_request(risk: UnifiedRisk) -> None:

@@ -335,18 +335,19 @@ def test_devnet_stress_totals_add_up(crashed: tuple[Snapshot, Snapshot, Any]) ->
 
 
 @pytest.mark.chain
-def test_devnet_lending_liquidations_were_predicted(
+def test_devnet_liquidations_were_predicted(
     crashed: tuple[Snapshot, Snapshot, Any],
 ) -> None:
-    """The crash's on-chain lending liquidations are among those the simulator predicts
-    for the same shock at the pre-crash watermark. (Margin accounts are one cross-chain
-    account in the model but per market on chain, so they are not compared.)"""
+    """Every user the crash liquidated on chain (lending, options or perps) is one the
+    simulator predicts for the same shock at the pre-crash watermark; margin accounts are
+    per (protocol, chain) in the model as on chain (account by account:
+    ``test_onchain_liquidations.py``)."""
     before, _, rows = crashed
-    lending = {account for _, account, kind, _ in rows if kind == "lending"}
-    assert lending
+    liquidated = {account for _, account, _, _ in rows}
+    assert {kind for _, _, kind, _ in rows} == {"lending", "options", "perps"}
     crash = [Shock("crash", (("ETH", -0.45),))]
-    predicted = {u for u in lending if user_contagion(before, u, crash).scenarios[0].liquidated}
-    assert predicted == lending
+    predicted = {u for u in liquidated if user_contagion(before, u, crash).scenarios[0].liquidated}
+    assert predicted == liquidated
 
 
 @pytest.mark.chain
