@@ -12,10 +12,25 @@ Exactly once, end to end:
 - before sending, the executor asks the contract (``isClaimPaid``) and, if the claim is
   paid, records it ``confirmed`` with the ``ClaimPaid`` event's transaction and block:
   a crash between sending and recording is recovered by reading the chain;
-- ``sent`` is committed with the transaction hash before waiting for the receipt; on the
-  next run a ``sent`` payout is reconciled from its receipt (or re-checked on chain when
-  the node no longer knows the transaction: a dropped transaction is sent again, which is
-  safe because of the contract's guard).
+- ``sent`` is committed with the transaction hash before anything else happens (the next
+  payout's check, or any wait); on the next run a ``sent`` payout is reconciled from its
+  receipt (or re-checked on chain when the node no longer knows the transaction: a
+  dropped transaction is sent again, which is safe because of the contract's guard).
+
+One run (:func:`execute_payouts`) has two phases, so that N payouts cost about one
+block time rather than N receipts in a row:
+
+1. **send**: for each due payout in order, check the claim id on chain, check the fund
+   holds the amount *net of the payouts already in flight from it*, send, commit
+   ``sent`` with the hash; then the next payout. A payout an earlier run left ``sent``
+   is looked up once without waiting: recorded if its receipt is there, else in flight.
+2. **settle**: wait for every receipt under one shared deadline (``timeout_s`` for the
+   whole batch, not per payout) and record each ``confirmed`` / ``failed`` / still
+   ``sent`` (pending).
+
+A crash in phase 1 leaves at most one transaction unrecorded (the one being sent),
+found paid by its claim id on the next run; a crash in phase 2 leaves ``sent`` rows,
+reconciled from their receipts.
 
 Operator credentials (:func:`operator_from`): ``RTRM_INSURANCE_OPERATOR_KEY`` (a hex
 private key: transactions are signed here and sent raw, EIP-155) or an address
@@ -284,12 +299,14 @@ class ExecutionReport:
 class _Run:
     store: Store
     executor: PayoutExecutor
-    timeout_s: float
     confirmed: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     paid: int = 0
+    # payouts sent and not mined yet, per (chain id, fund): the fund's balance on chain
+    # does not show them until they are
+    in_flight: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def confirm(self, payout: PayoutView, paid: PaidClaim, *, recovered: bool) -> None:
         with self.store.transaction() as conn:
@@ -313,29 +330,50 @@ class _Run:
         self.failed.append(payout.claim_id)
         log.warning("chain %s: claim %s failed: %s", payout.chain_id, payout.claim_id, error)
 
-    def pay(self, payout: PayoutView) -> None:
+    def send(self, payout: PayoutView) -> str | None:
+        """Phase 1 for one payout: the hash of the transaction sent and recorded ``sent``,
+        or None when nothing was sent (found paid on chain, or the fund is short)."""
         ex = self.executor
         paid = ex.claim_paid(payout.chain_id, payout.fund, payout.claim_id)
         if paid is not None:
             self.confirm(payout, paid, recovered=True)
-            return
+            return None
+        fund = (payout.chain_id, payout.fund)
+        reserved = self.in_flight.get(fund, 0)
         balance = ex.fund_balance(payout.chain_id, payout.fund)
-        if balance < payout.amount:
+        if balance - reserved < payout.amount:
             self.fail(
                 payout,
-                f"the fund {payout.fund} on chain {payout.chain_id} holds {balance} < "
-                f"{payout.amount}; move capital to it and run trigger again (same claim id: a "
-                "retry cannot pay twice)",
+                f"the fund {payout.fund} on chain {payout.chain_id} holds {balance}"
+                + (f" ({reserved} of it on its way out in this run)" if reserved else "")
+                + f" < {payout.amount}; move capital to it and run trigger again (same claim "
+                "id: a retry cannot pay twice)",
             )
-            return
+            return None
         tx_hash = ex.send_claim(payout)
-        with self.store.transaction() as conn:
+        with self.store.transaction() as conn:  # recorded before anything else happens
             mark_sent(conn, payout.claim_id, tx_hash)
-        self.settle(payout, tx_hash)
+        self.in_flight[fund] = reserved + payout.amount
+        return tx_hash
 
-    def settle(self, payout: PayoutView, tx_hash: str) -> None:
+    def resume(self, payout: PayoutView, tx_hash: str) -> bool:
+        """Phase 1 for a payout an earlier run left ``sent``: recorded at once if its
+        receipt is there (or the node dropped it); True if still pending (it then counts
+        as in flight and waits in phase 2)."""
+        outcome = self.executor.wait(payout.chain_id, tx_hash, 0.0)
+        if outcome.status == "pending":
+            fund = (payout.chain_id, payout.fund)
+            self.in_flight[fund] = self.in_flight.get(fund, 0) + payout.amount
+            return True
+        self.record(payout, tx_hash, outcome)
+        return False
+
+    def settle(self, payout: PayoutView, tx_hash: str, timeout_s: float) -> None:
+        """Phase 2 for one payout: its receipt (waiting at most ``timeout_s``) recorded."""
+        self.record(payout, tx_hash, self.executor.wait(payout.chain_id, tx_hash, timeout_s))
+
+    def record(self, payout: PayoutView, tx_hash: str, outcome: TxOutcome) -> None:
         ex = self.executor
-        outcome = ex.wait(payout.chain_id, tx_hash, self.timeout_s)
         if outcome.status == "success":
             self.confirm(
                 payout, PaidClaim(tx_hash, outcome.block_number, payout.amount), recovered=False
@@ -360,32 +398,49 @@ class _Run:
         else:
             self.fail(payout, f"tx {tx_hash} was dropped by the node; it will be sent again")
 
+    def unreachable(self, payout: PayoutView, exc: RPCError | ChainError) -> None:
+        """A chain error on ``payout``: a revert fails it, anything else leaves it as it is."""
+        if isinstance(exc, ExecutionRevertedError):
+            self.fail(payout, f"payClaim would revert: {exc.reason or exc}")
+            return
+        self.pending.append(payout.claim_id)
+        log.warning("chain %s: claim %s skipped: %s", payout.chain_id, payout.claim_id, exc)
+
 
 def execute_payouts(
     store: Store, executor: PayoutExecutor, *, timeout_s: float = 30.0
 ) -> ExecutionReport:
-    """Send every sendable payout and reconcile every ``sent`` one (module docstring).
+    """Send every sendable payout, then reconcile every ``sent`` one (module docstring).
 
-    A payout whose chain cannot be reached is skipped (logged, left as it was) so one
-    chain down never blocks the others; any other exception propagates, leaving the
-    store consistent (each transition is its own transaction).
+    ``timeout_s`` bounds the whole wait for receipts (phase 2), however many payouts. A
+    payout whose chain cannot be reached is skipped (logged, left as it was) so one chain
+    down never blocks the others; any other exception propagates, leaving the store
+    consistent (each transition is its own transaction).
     """
     with store.engine.connect() as conn:
         todo = load_payouts(conn, (*SENDABLE_STATES, "sent"))
         waiting = load_payouts(conn, ("approval_required",))
-    run = _Run(store, executor, timeout_s)
+    run = _Run(store, executor)
+    in_flight: list[tuple[PayoutView, str]] = []
     for payout in todo:
         try:
             if payout.state == "sent" and payout.tx_hash is not None:
-                run.settle(payout, payout.tx_hash)
+                tx_hash = payout.tx_hash if run.resume(payout, payout.tx_hash) else None
             else:
-                run.pay(payout)
+                tx_hash = run.send(payout)
         except (RPCError, ChainError) as exc:
-            if isinstance(exc, ExecutionRevertedError):
-                run.fail(payout, f"payClaim would revert: {exc.reason or exc}")
-                continue
-            run.pending.append(payout.claim_id)
-            log.warning("chain %s: claim %s skipped: %s", payout.chain_id, payout.claim_id, exc)
+            run.unreachable(payout, exc)
+            continue
+        if tx_hash is not None:
+            in_flight.append((payout, tx_hash))
+    if in_flight:
+        log.debug("%d payouts sent or in flight; waiting for their receipts", len(in_flight))
+    deadline = time.monotonic() + timeout_s
+    for payout, tx_hash in in_flight:
+        try:
+            run.settle(payout, tx_hash, max(0.0, deadline - time.monotonic()))
+        except (RPCError, ChainError) as exc:
+            run.unreachable(payout, exc)
     if not todo and not waiting:
         log.debug("no payouts to send")
     return ExecutionReport(

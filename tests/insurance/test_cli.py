@@ -158,6 +158,22 @@ def test_the_backstop_story_with_stable_json_keys(
     assert code == 0
     assert "coverage ratio" in table
 
+    # screening (published too, after the status checks above)
+    assert sized["sizing"]["screen"] is None  # 200 paths <= the default 200 cascades: all run
+    code, screened, _ = _run(
+        capsys, *config, "insurance", "size", "--seed", "4", "--max-cascades", "50", "--json"
+    )
+    assert code == 0
+    assert screened["sizing"]["screen"]["max_cascades"] == 50
+    assert screened["sizing"]["cascades_run"] == 50 + 20  # and a sample of the other 150
+    assert screened["sizing"]["screen"]["sampled_above_var"] == 0
+    code, table, _ = _run(capsys, *config, "insurance", "size", "--max-cascades", "50")
+    assert code == 0
+    assert "screened: the 50 paths" in table
+    code, _, err = _run(capsys, *config, "insurance", "size", "--max-cascades", "-1")
+    assert code == 2
+    assert "--max-cascades -1" in err
+
 
 def test_errors_are_one_line_with_the_fix(
     devnet_config: str, capsys: pytest.CaptureFixture[str]

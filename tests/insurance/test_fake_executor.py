@@ -165,3 +165,69 @@ def test_an_unreachable_chain_waits_and_does_not_block_the_others(store: Store) 
     assert [(p.chain_id, p.state) for p in second.payouts] == [(10, "confirmed")]
     with store.engine.connect() as conn:
         assert len(load_payouts(conn, ("confirmed",))) == 2
+
+
+@dataclass
+class RecordingChain(FakeChain):
+    """A fake chain that logs every call and, at each send, reads the store: every earlier
+    send must already be recorded ``sent`` with its hash (the crash-safety invariant)."""
+
+    store: Store | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def claim_paid(self, chain_id: int, fund: str, claim_id: str) -> PaidClaim | None:
+        self.calls.append("claim_paid")
+        return super().claim_paid(chain_id, fund, claim_id)
+
+    def send_claim(self, payout: PayoutView) -> str:
+        assert self.store is not None
+        with self.store.engine.connect() as conn:
+            recorded = {p.tx_hash for p in load_payouts(conn, ("sent",))}
+        assert recorded == set(self._pending), "a send before the previous one was recorded"
+        self.calls.append("send")
+        return super().send_claim(payout)
+
+    def wait(self, chain_id: int, tx_hash: str, timeout_s: float) -> TxOutcome:
+        self.calls.append("wait")
+        return super().wait(chain_id, tx_hash, timeout_s)
+
+
+def test_every_payout_is_sent_and_recorded_before_any_receipt_is_awaited(store: Store) -> None:
+    chain = RecordingChain({1: 10**9, 10: 10**9}, store=store)
+    report = run_trigger(store, _registry(), CONFIG, chain)
+    assert [p.state for p in report.payouts] == ["confirmed", "confirmed"]
+    # each claim is checked on chain right before its send; the waits come after all sends
+    assert chain.calls == ["claim_paid", "send", "claim_paid", "send", "wait", "wait"]
+    again = run_trigger(store, _registry(), CONFIG, chain)
+    assert (again.paid_amount, len(chain.sent)) == (0, 2)
+
+
+@pytest.fixture
+def one_chain_store(tmp_path: object) -> Iterator[Store]:
+    """Two bad debts on chain 1 (3 and 2 USDC)."""
+    store = open_store(f"sqlite:///{tmp_path}/one.db")
+    rows = [
+        (1, 5, "0x" + "01" * 32, 0, PERPS, "perps", _address("a1"), USDC[1], 3_000_000),
+        (1, 6, "0x" + "03" * 32, 0, PERPS, "perps", _address("a2"), USDC[1], 2_000_000),
+    ]
+    with store.transaction() as conn:
+        BulkWriter(conn).insert("bad_debt", FACT_COLUMNS["bad_debt"], rows)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+def test_payouts_in_flight_count_against_the_fund_balance(one_chain_store: Store) -> None:
+    # the shared layer (capital on both chains) covers both claims, but chain 1's fund,
+    # which pays them, holds 4 USDC: the second must not be sent while the first is
+    # in flight (the balance read on chain does not show it yet)
+    shared_only = InsuranceConfig(pay_after_finality=False, isolated_share_bps=0)
+    chain = FakeChain({1: 4_000_000, 10: 10_000_000})
+    report = run_trigger(one_chain_store, _registry(), shared_only, chain)
+    states = sorted((p.amount, p.state) for p in report.payouts)
+    assert states == [(2_000_000, "failed"), (3_000_000, "confirmed")]
+    failed = next(p for p in report.payouts if p.state == "failed")
+    assert "on its way out" in (failed.error or "")
+    assert chain.balances[1] == 1_000_000  # never negative
+    assert len(chain.sent) == 1
