@@ -48,7 +48,7 @@ from indexer.store import Store
 from insurance.config import InsuranceConfig
 from insurance.executor import ChainPayoutExecutor, operator_from
 from insurance.planning import fund_decimals
-from insurance.sizing import publish_requirement, size_capital
+from insurance.sizing import default_max_cascades, publish_requirement, size_capital
 from insurance.trigger import run_trigger
 
 __all__ = ["Service", "ServiceOptions"]
@@ -191,7 +191,9 @@ class Service:
 
         def size() -> int:
             decimals = fund_decimals(self.registry)
-            result = size_capital(entry.snapshot, config.sizing, decimals=decimals)
+            sizing = config.sizing  # screened: only the worst paths go through the cascade
+            cascades = default_max_cascades(sizing.paths, sizing.confidence)
+            result = size_capital(entry.snapshot, sizing, decimals=decimals, max_cascades=cascades)
             with self.store.transaction() as conn:
                 return publish_requirement(conn, result, config.sizing.max_step_bps)
 
