@@ -24,8 +24,18 @@ from aggregation.black76 import black76
 from aggregation.implied_vol import implied_vol
 
 if TYPE_CHECKING:
+    from aggregation.accounts import (
+        AccountRule,
+        OnchainRates,
+        ProtocolRules,
+        account_liquidation_moves,
+        account_state,
+        liquidate_accounts,
+        margin_accounts,
+    )
     from aggregation.black76 import Greeks
     from aggregation.cascade import (
+        AccountEvents,
         CascadeParams,
         CascadeResult,
         ConstantProduct,
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
     from aggregation.hedging import HedgePlan, plan_delta_hedge, whalley_wilmott_band
     from aggregation.implied_vol import ImpliedVolResult, IVReason
     from aggregation.lending import LendingParams, account_health, liquidation_prices
+    from aggregation.loader import load_snapshot
     from aggregation.margin import (
         MarginBook,
         MarginParams,
@@ -58,6 +69,7 @@ if TYPE_CHECKING:
     )
     from aggregation.scenarios import ScenarioGrid, deribit_pm_grid, derive_pmrm_grid, span16_grid
     from aggregation.stress import HISTORICAL, Shock, historical, parse_shock
+    from aggregation.systemic import exposure_report, stress_report, user_contagion
     from aggregation.tailrisk import (
         ConditionalVol,
         GarchFit,
@@ -69,9 +81,12 @@ if TYPE_CHECKING:
         tail_risk,
         var_es,
     )
+    from aggregation.user_report import user_risk_report
     from aggregation.volsurface import ArbitrageViolation, SviSlice, VolSurface
 
 _EXPORTS: dict[str, str] = {
+    "AccountEvents": "aggregation.cascade",
+    "AccountRule": "aggregation.accounts",
     "ArbitrageViolation": "aggregation.volsurface",
     "BorrowPositions": "aggregation.risk",
     "CanonicalMap": "aggregation.exposure",
@@ -90,8 +105,10 @@ _EXPORTS: dict[str, str] = {
     "LinearImpact": "aggregation.cascade",
     "MarginBook": "aggregation.margin",
     "MarginParams": "aggregation.margin",
+    "OnchainRates": "aggregation.accounts",
     "OptionPositions": "aggregation.risk",
     "PerpPositions": "aggregation.risk",
+    "ProtocolRules": "aggregation.accounts",
     "RiskInputs": "aggregation.risk",
     "ScenarioGrid": "aggregation.scenarios",
     "Shock": "aggregation.stress",
@@ -102,6 +119,8 @@ _EXPORTS: dict[str, str] = {
     "UnifiedRisk": "aggregation.risk",
     "VolSurface": "aggregation.volsurface",
     "account_health": "aggregation.lending",
+    "account_liquidation_moves": "aggregation.accounts",
+    "account_state": "aggregation.accounts",
     "asset_exposure": "aggregation.exposure",
     "cascade": "aggregation.cascade",
     "debtrank": "aggregation.contagion",
@@ -109,21 +128,28 @@ _EXPORTS: dict[str, str] = {
     "derive_pmrm_grid": "aggregation.scenarios",
     "eisenberg_noe": "aggregation.contagion",
     "ewma_volatility": "aggregation.tailrisk",
+    "exposure_report": "aggregation.systemic",
     "fhs_scenarios": "aggregation.tailrisk",
     "fit_garch": "aggregation.tailrisk",
     "historical": "aggregation.stress",
+    "liquidate_accounts": "aggregation.accounts",
     "liquidation_ladder": "aggregation.exposure",
     "liquidation_prices": "aggregation.lending",
+    "load_snapshot": "aggregation.loader",
     "log_returns": "aggregation.tailrisk",
+    "margin_accounts": "aggregation.accounts",
     "parse_shock": "aggregation.stress",
     "plan_delta_hedge": "aggregation.hedging",
     "portfolio_margin": "aggregation.margin",
     "protocol_network": "aggregation.contagion",
     "span16_grid": "aggregation.scenarios",
     "standard_margin": "aggregation.margin",
+    "stress_report": "aggregation.systemic",
     "tail_risk": "aggregation.tailrisk",
     "unified_risk": "aggregation.risk",
+    "user_contagion": "aggregation.systemic",
     "user_risk": "aggregation.risk",
+    "user_risk_report": "aggregation.user_report",
     "value_instruments": "aggregation.margin",
     "var_es": "aggregation.tailrisk",
     "whalley_wilmott_band": "aggregation.hedging",
@@ -131,6 +157,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "HISTORICAL",
+    "AccountEvents",
+    "AccountRule",
     "ArbitrageViolation",
     "BorrowPositions",
     "CanonicalMap",
@@ -148,8 +176,10 @@ __all__ = [
     "LinearImpact",
     "MarginBook",
     "MarginParams",
+    "OnchainRates",
     "OptionPositions",
     "PerpPositions",
+    "ProtocolRules",
     "RiskInputs",
     "ScenarioGrid",
     "Shock",
@@ -160,6 +190,8 @@ __all__ = [
     "UnifiedRisk",
     "VolSurface",
     "account_health",
+    "account_liquidation_moves",
+    "account_state",
     "asset_exposure",
     "black76",
     "cascade",
@@ -168,22 +200,29 @@ __all__ = [
     "derive_pmrm_grid",
     "eisenberg_noe",
     "ewma_volatility",
+    "exposure_report",
     "fhs_scenarios",
     "fit_garch",
     "historical",
     "implied_vol",
+    "liquidate_accounts",
     "liquidation_ladder",
     "liquidation_prices",
+    "load_snapshot",
     "log_returns",
+    "margin_accounts",
     "parse_shock",
     "plan_delta_hedge",
     "portfolio_margin",
     "protocol_network",
     "span16_grid",
     "standard_margin",
+    "stress_report",
     "tail_risk",
     "unified_risk",
+    "user_contagion",
     "user_risk",
+    "user_risk_report",
     "value_instruments",
     "var_es",
     "whalley_wilmott_band",

@@ -15,23 +15,33 @@ ignored). Distress ``h`` is the fraction of equity lost, in [0, 1].
   iteration ``h <- min(1, h0 + W h)`` from ``h0``, so it converges to the *least* fixed
   point above ``h0``, which is monotone in ``h0`` and in ``W``. Where W has spectral
   radius >= 1 (e.g. two nodes each exposed to the other beyond its equity), increments
-  never shrink and single steps would take ~1/h0 rounds to saturate. The map is linear
-  between saturations, so those stretches are jumped exactly (at most n + 1 jumps). The
+  never shrink and single steps would take ~1/h0 rounds to saturate. We take plain
+  vectorised steps, and jump a stretch between saturations (where the map is linear)
+  only when plain steps would take long: one linear solve on the unsaturated nodes where
+  the stretch converges below 1, exact binary lifting where a node saturates. The
   original variant is monotone only while the set of initially distressed nodes stays
   the same: distressing a node early can stop it passing on a larger loss later.
 
-**Eisenberg-Noe** (2001). ``liabilities[i, j]`` is what ``i`` owes ``j``;
-``pbar = liabilities.sum(1)``, ``Pi = liabilities / pbar``. The clearing vector solves
-``p = min(pbar, e + Pi^T p)``. We compute the **greatest** clearing vector with the
-fictitious-default algorithm. Start from ``p = pbar``; mark the nodes whose inflow
-``e + Pi^T p`` falls short of ``pbar``; solve the linear system in which exactly those
-nodes pay what they receive and everyone else pays in full; repeat until the default set
-stops growing (at most n rounds). Why this is the greatest: the iterates decrease, and by
-induction each stays above every clearing vector (each default set is contained in the
-default set of the greatest one). The final linear system is non-singular: at the greatest
-vector no closed group of nodes is entirely in default, or scaling up its circular flows
-would give a larger clearing vector. If a solve fails numerically, Picard iteration from
-``pbar`` takes over; it decreases to the same greatest fixed point (Tarski).
+**Eisenberg-Noe** (2001). ``liabilities[i, j]`` is what ``i`` owes ``j``; ``pbar =
+liabilities.sum(1)``, ``Pi = liabilities / pbar``. The clearing vector solves ``p =
+min(pbar, e + Pi^T p)``. We compute the **greatest** clearing vector with the
+fictitious-default algorithm. Start from a few Picard steps ``p <- min(pbar, e + Pi^T p)``
+from ``p = pbar`` (cheap: one matrix-vector product each, and each carries a shortfall one
+more link, where a round below costs a linear solve and often finds a single new default);
+mark the nodes whose inflow ``e + Pi^T p`` falls short of ``pbar``; solve the linear system
+in which exactly those nodes pay what they receive and everyone else pays in full; repeat
+until the default set stops growing (at most n rounds). Why this is the greatest: the
+iterates decrease, and by induction each stays above every clearing vector (each default
+set is contained in the default set of the greatest one). The seed keeps this: the map is
+monotone, so ``p >= p*`` (any clearing vector) gives ``min(pbar, e + Pi^T p) >= p*``; every
+Picard iterate from ``pbar`` stays above the greatest vector ``p*``, and a node short at
+such an iterate, ``e + Pi^T p < pbar``, is short at ``p*`` too (``e + Pi^T p* <= e + Pi^T
+p``): the seeded default set is contained in that of ``p*``, as the induction needs. Only
+the number of rounds changes, not the final default set nor its solve. The final linear
+system is non-singular: at the greatest vector no closed group of nodes is entirely in
+default, or scaling up its circular flows would give a larger clearing vector. If a solve
+fails numerically, Picard iteration from ``pbar`` takes over; it decreases to the same
+greatest fixed point (Tarski).
 
 **The protocol network** (:func:`protocol_network`): nodes = (protocol, chain). See its
 docstring for how the edges and the equity are built from a :class:`RiskInputs` snapshot.
@@ -175,26 +185,99 @@ def _original(w: Float, h0: Float, max_iter: int) -> tuple[Float, int, bool]:
 def _differential(w: Float, h0: Float, max_iter: int, tol: float) -> tuple[Float, int, bool]:
     """Bardoscia 2015, as ``h <- min(1, h0 + W h)`` from ``h0`` (equal: module docstring).
 
-    Between two saturations (a node reaching h = 1) the map is linear, ``y <- c + A y``
-    on the unsaturated nodes, so whole stretches are jumped at once: the largest ``K``
-    with ``y + (I + A + ... + A^(K-1)) d <= 1`` (``d`` the next increment) is found by
-    doubling and binary lifting. Then one capped step saturates a node or ends the run.
-    So at most n + 1 jumps, and ``iterations`` counts the equivalent single steps
-    (it can be huge where W has spectral radius >= 1 and the initial distress is tiny).
+    Plain vectorised steps (one ``W @ h`` each) by default, so wherever the increments die
+    out within a few hundred steps the result is bit for bit that of plain stepping. Between
+    two saturations (a node reaching h = 1) the map is linear, ``y <- c + A y`` on the
+    unsaturated nodes, and a whole stretch is jumped only when plain steps would take
+    long: when the increments shrink by a ratio close to 1, stall (W with spectral radius
+    >= 1, e.g. two nodes each exposed to the other beyond equity, where a tiny ``h0`` needs
+    ~1/h0 steps) or a stretch runs past ``_STRETCH`` steps (see :func:`_jump`).
+    ``iterations`` counts the equivalent single steps. ``max_iter`` bounds the jumps; at
+    most n + 1 are needed (each saturates a node or ends the run).
     """
-    h, steps = np.minimum(1.0, h0), 1
-    for _ in range(min(max_iter, h.shape[0] + 2)):
-        free = h < 1.0
-        a = w[np.ix_(free, free)]
-        y = h[free]
-        d = np.minimum(1.0, h0 + w @ h)[free] - y  # next increment (>= 0: monotone)
-        if d.max(initial=0.0) <= tol:
+    n = h0.shape[0]
+    h, steps, jumps, run = h0.copy(), 0, 0, 0
+    saturated = int((h >= 1.0).sum())
+    previous = np.inf
+    while True:
+        new = np.minimum(1.0, h0 + w @ h)
+        steps += 1
+        inc = float(np.abs(new - h).max(initial=0.0))
+        h = new
+        if inc <= tol:
             return h, steps, True
-        jump, k = _linear_jump(a, y, d, tol)
-        h[free] = y + jump
-        h = np.minimum(1.0, h0 + w @ h)  # the capped step
-        steps += k + 1
-    return h, steps, False
+        count = int((h >= 1.0).sum())
+        ratio, previous = inc / previous, inc
+        if count != saturated:
+            saturated, run = count, 0
+            continue
+        run += 1
+        if run < _WARMUP or (_remaining(h, inc, ratio, tol) <= _PLAIN_AHEAD and run < _STRETCH):
+            continue
+        if jumps >= min(max_iter, n + 2):
+            return h, steps, False
+        h, k = _jump(w, h0, h, tol)
+        jumps, steps, run, previous = jumps + 1, steps + k, 0, np.inf
+        saturated = int((h >= 1.0).sum())
+
+
+_WARMUP = 8  # plain steps into a linear stretch before its ratio is trusted
+_PLAIN_AHEAD = 256  # jump when more plain steps than this are predicted
+_STRETCH = 1024  # ... or when a stretch runs this long whatever the prediction
+
+
+def _remaining(h: Float, inc: float, ratio: float, tol: float) -> float:
+    """Plain steps still predicted if the max increment keeps changing by ``ratio``: to
+    fall below ``tol`` (ratio < 1), or for a node to cover its gap to 1 (ratio >= 1)."""
+    if ratio < 1.0 - 1e-9:
+        return float(np.log(tol / inc) / np.log(ratio)) if tol > 0.0 else np.inf
+    gap = float((1.0 - h)[h < 1.0].min(initial=1.0))
+    if ratio <= 1.0 + 1e-9:
+        return gap / inc
+    return float(np.log1p((ratio - 1.0) * gap / inc) / np.log(ratio))
+
+
+def _jump(w: Float, h0: Float, h: Float, tol: float) -> tuple[Float, int]:
+    """Jump the linear stretch ``y <- c + A y`` on the free nodes (h < 1), where
+    ``c = h0 + W[:, saturated] 1``; returns the new ``h`` and the steps it stands for.
+
+    1. One linear solve ``y* = (I - A)^-1 c``. If it succeeds with ``y <= y* <= 1``, then
+       y* is the limit: the iterates rise monotonically (``A >= 0``, first increment
+       ``>= 0``) and stay below y* (``y_k <= y*`` gives ``c + A y_k <= y*``), so they
+       converge to a fixed point of the non-singular linear map, y* itself; they never
+       reach the cap, so the capped run has the same limit. It is the least fixed point
+       above ``h0`` because plain iterates stay below that one and converge to y*.
+    2. Otherwise some node saturates after ``K`` steps: ``K`` is found exactly by
+       doubling and binary lifting (:func:`_linear_jump`), on the nodes the increments
+       can reach only (the rest stay put), followed by one capped step.
+    """
+    free = np.flatnonzero(h < 1.0)
+    if free.size == 0:
+        return h, 0
+    a = w[np.ix_(free, free)]
+    y = h[free]
+    c = h0[free] + w[free][:, h >= 1.0].sum(axis=1)
+    with np.errstate(all="ignore"):
+        try:
+            star = np.linalg.solve(np.eye(free.size) - a, c)
+        except np.linalg.LinAlgError:
+            star = np.full_like(y, np.nan)
+    if np.isfinite(star).all() and (star >= y - 1e-12).all() and (star < 1.0).all():
+        out = h.copy()
+        out[free] = np.maximum(star, y)
+        return out, 1
+    d = c + a @ y - y  # the next (uncapped) increment, >= 0
+    reach = d > 0.0
+    frontier = reach.copy()
+    while frontier.any():  # nodes the increments can reach: closed under A's edges
+        grown = (a[:, frontier] > 0.0).any(axis=1) & ~reach
+        reach |= grown
+        frontier = grown
+    r = np.flatnonzero(reach)
+    jump, k = _linear_jump(a[np.ix_(r, r)], y[r], d[r], tol)
+    out = h.copy()
+    out[free[r]] = y[r] + jump
+    return np.minimum(1.0, h0 + w @ out), k + 1
 
 
 def _linear_jump(a: Float, y: Float, d: Float, tol: float) -> tuple[Float, int]:
@@ -225,8 +308,9 @@ class ClearingResult:
     """Greatest Eisenberg-Noe clearing vector and what it means for each node (USD).
 
     ``shortfall`` = what each debtor fails to pay; ``creditor_loss`` = unpaid claims owed
-    to each node; ``equity`` = e + received - paid (>= 0); ``iterations``: rounds of the
-    fictitious-default algorithm (one per default set), or Picard steps.
+    to each node; ``equity`` = e + received - paid (>= 0); ``iterations``: default sets
+    the fictitious-default algorithm went through (one per set, whether a seeding Picard
+    step or a linear solve found it), or Picard steps; ``solves``: its linear solves.
     """
 
     payments: Float
@@ -238,6 +322,7 @@ class ClearingResult:
     defaulted: Bool
     iterations: int
     method: str
+    solves: int = 0
 
 
 def eisenberg_noe(
@@ -256,13 +341,17 @@ def eisenberg_noe(
     pbar = lia.sum(axis=1)
     pi = np.divide(lia, pbar[:, None], out=np.zeros_like(lia), where=pbar[:, None] > 0.0)
     eps = tol * max(1.0, float(pbar.max(initial=0.0)))
-    p, rounds, method = pbar.copy(), 0, "fictitious-default"
+    p, rounds, seen = _seed(pi, pbar, e, eps)
+    solves, method = 0, "fictitious-default"
     default = np.zeros(n, np.bool_)
     for _ in range(n):  # the default set grows every round, so at most n rounds
         grown = default | (e + pi.T @ p < pbar - eps)
         if (grown == default).all():
+            if solves == 0:  # nobody short even at the seed: nobody at pbar either
+                p = pbar.copy()
             break
-        default, rounds = grown, rounds + 1
+        rounds += int(solves > 0 or int(grown.sum()) > seen)  # a set the seed had not seen
+        default, solves = grown, solves + 1
         d, ok = np.flatnonzero(default), ~default
         a = np.eye(d.size) - pi[np.ix_(d, d)].T
         rhs = e[d] + pi[np.ix_(ok, d)].T @ pbar[ok]
@@ -285,7 +374,31 @@ def eisenberg_noe(
         defaulted=shortfall > eps,
         iterations=rounds,
         method=method,
+        solves=solves,
     )
+
+
+_SEED_STEPS = 512  # at most this many Picard steps seed the default set
+_SEED_PATIENCE = 8  # ... stopping once it has not grown for max(this, steps / 4) steps
+
+
+def _seed(pi: Float, pbar: Float, e: Float, eps: float) -> tuple[Float, int, int]:
+    """A few Picard steps ``p <- min(pbar, e + Pi^T p)`` from ``pbar`` (module docstring):
+    each costs one matrix-vector product, against a linear solve per fictitious-default
+    round, and each moves a shortfall one more link down the network. Stops once the set
+    of nodes short of ``pbar`` has not grown for a while (plateaus happen mid-cascade, so
+    the patience grows with the steps taken), or at a cap. Returns the last iterate, the
+    number of distinct default sets met and the size of the last one."""
+    p, short, still, sets = pbar.copy(), 0, 0, 0
+    for step in range(_SEED_STEPS):
+        inflow = e + pi.T @ p
+        count = int((inflow < pbar - eps).sum())
+        still = still + 1 if count == short else 0
+        if still >= max(_SEED_PATIENCE, step // 4):
+            break
+        sets += int(count > short)  # the set only grows: a larger count is a new set
+        short, p = count, np.minimum(pbar, inflow)
+    return p, sets, short
 
 
 def _picard(pi: Float, pbar: Float, e: Float, eps: float, max_iter: int) -> tuple[Float, int, str]:

@@ -337,7 +337,8 @@ def bench_network(name: str, net: Network, repeat: int) -> list[NetworkRun]:
     out.append(NetworkRun(
         name, "Eisenberg-Noe (fictitious default)", (ow, oc), (rw, rc),
         f"Picard from full payment ({steps:,} steps)", float(np.abs(en.payments - p_ref).max()),
-        f"{int(en.defaulted.sum())} defaults, {en.iterations} rounds ({en.method})",
+        f"{int(en.defaulted.sum())} defaults, {en.iterations} default sets, "
+        f"{en.solves} linear solves ({en.method})",
     ))  # fmt: skip
     ow, oc, dr = timed(repeat, lambda: debtrank(exposures, equity, h0))
     w = impact_matrix(exposures, equity)

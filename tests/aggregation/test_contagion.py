@@ -38,6 +38,7 @@ def test_three_banks_by_hand() -> None:
     np.testing.assert_allclose(r.creditor_loss, [0.0, 2.5, 3.0])
     np.testing.assert_allclose(r.equity, [0.0, 0.0, 10.0])
     assert r.iterations == 2  # default sets {A}, then {A, B}
+    assert r.solves == 1  # Picard steps from pbar find both sets; one solve confirms
     assert r.method == "fictitious-default"
 
 
@@ -170,6 +171,45 @@ def test_differential_saturates_a_critical_cycle_exactly() -> None:
     assert r.distress[0] == pytest.approx(0.05)  # the diagonal is ignored
     loop = debtrank([[0.0, 0.9], [0.9, 0.0]], [1.0, 1.0], [0.05, 0.0], variant="differential")
     assert loop.distress == pytest.approx([0.05 / (1 - 0.81), 0.9 * 0.05 / (1 - 0.81)])
+
+
+def default_chain(n: int) -> tuple[np.ndarray, ...]:
+    # bench/contagion.py's chain: i owes i + 1 100 and i + 7 1, thin outside assets
+    liabilities = np.zeros((n, n))
+    liabilities[np.arange(n - 1), np.arange(1, n)] = 100.0
+    liabilities[np.arange(n), (np.arange(n) + 7) % n] += 1.0
+    external = np.full(n, 0.5)
+    external[0] = 10.0
+    exposures = liabilities.T.copy()
+    h0 = np.zeros(n)
+    h0[0] = 1.0
+    return liabilities, external, exposures, exposures.sum(1) * 0.5 + 1.0, h0
+
+
+def test_differential_matches_plain_steps_on_a_chain_of_defaults() -> None:
+    _, _, x, equity, h0 = default_chain(300)
+    w = impact_matrix(x, equity)
+    h, steps = h0.copy(), 0
+    while True:  # plain stepping, the reference
+        steps += 1
+        new = np.minimum(1.0, h0 + w @ h)
+        if np.abs(new - h).max() <= 1e-12:
+            break
+        h = new
+    r = debtrank(x, equity, h0, variant="differential")
+    assert r.converged
+    assert r.iterations == steps
+    np.testing.assert_allclose(r.distress, new, rtol=0.0, atol=1e-12)
+    assert r.defaulted.sum() > 10
+
+
+def test_clearing_on_a_chain_of_defaults_matches_picard() -> None:
+    liabilities, external, *_ = default_chain(300)
+    r = eisenberg_noe(liabilities, external)
+    assert r.method == "fictitious-default"
+    np.testing.assert_allclose(r.payments, picard_greatest(liabilities, external), atol=1e-9)
+    assert r.defaulted.sum() > 10
+    assert r.solves <= 2  # the Picard seed finds (nearly) every default up front
 
 
 def test_impact_matrix() -> None:
