@@ -183,7 +183,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=65_000)
     parser.add_argument(
-        "--rounds", type=int, default=40, help="rounds of perps trading after seeding"
+        "--rounds",
+        type=int,
+        default=0,
+        help="rounds of perps trading after seeding (more events; anvil's memory grows by "
+        "~2 GB per 30 s under this load, so keep it small on a 24 GB machine)",
     )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
