@@ -19,13 +19,18 @@ users than ``incremental_fraction`` of the book, a request for a full refresh
 older than ``full_every_s`` load everything again and drop the overlay.
 
 Results computed from a snapshot (reports, exposure, stress runs) are memoised on its
-:class:`Entry`, so they are computed once per snapshot and forgotten with it.
+:class:`Entry`, so they are computed once per snapshot and forgotten with it. Work that
+every request on a snapshot shares (e.g. the tail-risk scenarios of every cold risk
+report) is *prepared* on the entry (:meth:`Entry.prepared`): started in a worker thread
+by the first request that wants it, kept outside the LRU memo, and used by the requests
+that come once it is ready; until then they take their own, slower path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -81,6 +86,7 @@ class Entry:
     loaded_s: float
     memo_size: int = 20_000
     memo: OrderedDict[Hashable, Any] = field(default_factory=OrderedDict)
+    preparing: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
 
     def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()`` once per key on this snapshot (the least recent key is dropped)."""
@@ -106,6 +112,29 @@ class Entry:
             if self.memo.get(key) is task:
                 del self.memo[key]  # a failure is not remembered: the next call tries again
             raise
+
+    def prepared(self, key: Hashable, prepare: Callable[[], T]) -> T | None:
+        """``prepare()``'s result once it is ready, else None (loop thread only).
+
+        The first call starts ``prepare`` in a worker thread; callers meanwhile get None
+        and compute what they need on their own. A failure is logged and not retried on
+        this snapshot (the next snapshot tries again): requests keep their own path.
+        """
+        future = self.preparing.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(None, prepare)
+            future.add_done_callback(functools.partial(_log_failure, key))
+            self.preparing[key] = future
+            return None
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        result: T = future.result()
+        return result
+
+
+def _log_failure(key: Hashable, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning("preparing %r failed: %s: %s", key, type(exc).__name__, exc)
 
 
 @dataclass(frozen=True, slots=True)
