@@ -7,61 +7,23 @@ JSON rules, so scripts can rely on them: keys sorted; ints stay ints (wei amount
 exact, never floats); ``Decimal`` becomes a string (exact); enums their value; paths
 strings; dataclasses objects of their fields; tuples and sets arrays (sets sorted);
 mapping keys strings (chain ids ``"42161"``); NaN and infinities ``null``; bytes
-``0x…`` hex; dates and times ISO 8601.
+``0x…`` hex; dates and times ISO 8601 (implemented once, in :mod:`api.encoding`, so
+``rtrm … --json`` and the HTTP API print the same values).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime, time
-from decimal import Decimal
-from enum import Enum
-from pathlib import PurePath
-from typing import TypeAlias
+from collections.abc import Callable, Iterable
 
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+# One set of JSON rules for the CLI and the API: the API's module sits lower in the layers.
+from api.encoding import JSONValue, to_json
+
 __all__ = ["JSONValue", "console", "dumps_json", "emit", "make_table", "to_json"]
-
-JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
-
-
-def to_json(value: object) -> JSONValue:
-    """``value`` as plain JSON data, by the rules in the module docstring."""
-    match value:
-        case None | bool() | int() | str():
-            return value.value if isinstance(value, Enum) else value
-        case float():
-            return value if math.isfinite(value) else None
-        case Enum():
-            return to_json(value.value)
-        case Decimal():
-            return str(value)
-        case PurePath():
-            return str(value)
-        case datetime() | date() | time():
-            return value.isoformat()
-        case bytes():
-            return "0x" + value.hex()
-        case Mapping():
-            return {_key(key): to_json(item) for key, item in value.items()}
-        case set() | frozenset():
-            return sorted((to_json(item) for item in value), key=json.dumps)
-        case list() | tuple():
-            return [to_json(item) for item in value]
-        case _ if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    raise TypeError(f"cannot write {type(value).__name__} as JSON: {value!r}")
-
-
-def _key(key: object) -> str:
-    converted = to_json(key)
-    return converted if isinstance(converted, str) else json.dumps(converted)
 
 
 def dumps_json(data: object) -> str:

@@ -9,16 +9,25 @@
   :class:`~chains.rpc.RpcClient` connected to it.
 
 Tests using a chain should be marked ``@pytest.mark.chain``.
+
+Databases: ``store_url`` is parametrised — a fresh SQLite file, and a fresh PostgreSQL
+schema on ``127.0.0.1:5432`` (user ``postgres``, database ``test``; override with
+``RTRM_TEST_POSTGRES_URL``) dropped afterwards; ``postgres_url`` is the PostgreSQL one
+alone. Without a server the PostgreSQL variants skip, except under ``CI=true``, where
+they fail.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from chains.anvil import AnvilConfig, AnvilNode
 from chains.rpc import RpcClient
@@ -75,3 +84,44 @@ def anvil_rpc(anvil: AnvilNode) -> Iterator[RpcClient]:
     """A JSON-RPC client connected to ``anvil``."""
     with RpcClient(anvil.url, timeout_s=10) as client:
         yield client
+
+
+# ---------------------------------------------------------------- databases
+
+POSTGRES_URL = os.environ.get(
+    "RTRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_schema_url() -> Iterator[str]:
+    schema = f"rtrm_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    except OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {exc.orig}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'rtrm.db'}"
+    else:
+        yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (the other tests of a chain use SQLite)."""
+    yield from _postgres_schema_url()

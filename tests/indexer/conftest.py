@@ -1,55 +1,14 @@
-"""Fixtures for store tests: the same test runs on SQLite and on PostgreSQL.
+"""Fixtures for indexer tests: a small seeded, crashed devnet shared by a module.
 
-``store_url`` is parametrised: a fresh SQLite file per test, and a fresh PostgreSQL
-schema per test on the server at ``127.0.0.1:5432`` (user ``postgres``, database
-``test``; override with ``RTRM_TEST_POSTGRES_URL``), dropped afterwards. When no server
-answers, the PostgreSQL variants are skipped — except under ``CI=true``, where they fail.
+``store_url`` (SQLite and PostgreSQL) comes from ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
-
-POSTGRES_URL = os.environ.get(
-    "RTRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_schema_url() -> Iterator[str]:
-    schema = f"rtrm_test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-    except OperationalError as exc:
-        engine.dispose()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {exc.orig}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'rtrm.db'}"
-    else:
-        yield from _postgres_schema_url()
-
 
 # ---------------------------------------------------------------- devnets and truth
 

@@ -1,8 +1,6 @@
 """Fixtures for insurance tests: stores of both kinds and a crashed one-chain devnet.
 
-- ``store_url`` is parametrised like the indexer's: a fresh SQLite file, and a fresh
-  PostgreSQL schema on ``127.0.0.1:5432`` (``RTRM_TEST_POSTGRES_URL``), skipped when no
-  server answers (failed under ``CI=true``);
+- ``store_url`` and ``postgres_url`` (both databases) come from ``tests/conftest.py``;
 - ``crashed_devnet`` is a *fresh* one-chain devnet per test (60 users, seed 5, automine)
   after an ETH crash of -45 %: one lending deficit and two perps bad debts on chain 1,
   all in USDC, and a USDC insurance fund of ~1.75M. Tests pay from its fund, so each
@@ -13,8 +11,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +18,6 @@ from typing import Any
 
 import pytest
 from rtrm_testing import index_once
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from chains.abi import encode_call
 from chains.deploy import DEPLOYER
@@ -35,43 +29,6 @@ from insurance.config import InsuranceConfig
 from insurance.executor import ChainPayoutExecutor, Operator
 
 DEPLOYER_OPERATOR = Operator(DEPLOYER)  # anvil impersonates it; it owns the devnet's funds
-POSTGRES_URL = os.environ.get(
-    "RTRM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_schema_url() -> Iterator[str]:
-    schema = f"rtrm_test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_URL)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-    except OperationalError as exc:
-        engine.dispose()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {exc.orig}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'rtrm.db'}"
-    else:
-        yield from _postgres_schema_url()
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema (the other tests of a chain use SQLite)."""
-    yield from _postgres_schema_url()
 
 
 @pytest.fixture
