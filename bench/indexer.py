@@ -1,13 +1,14 @@
 """How close to the RPC ceiling does the indexer run? (``python bench/indexer.py``)
 
-In one run, on one seeded anvil chain (``--users``, default 65,000: about 1.1M events):
+In one run, on one seeded anvil chain (``--users``, default 280,000: about 1M events from
+the indexed contracts; or an already running devnet's first chain with ``--config``):
 
 (a) the raw ceiling: a minimal client that only calls ``eth_getLogs`` over the same
     contracts and parses the JSON (orjson), no decoding, no storage — the best events/s
     over several block spans and concurrencies;
 (b) RTRM end to end, ``rtrm index --once`` in a fresh process, into SQLite and into
     PostgreSQL (a fresh schema): events/s, the ratio ours/raw, JSON-RPC calls per 1,000
-    events and the indexer process's peak memory (max RSS).
+    events, the indexer process's CPU time per event and its peak memory (max RSS).
 
 Prints a markdown table and the machine it ran on. Target: ratio >= 0.6 on both stores.
 """
@@ -36,7 +37,7 @@ import orjson
 from sqlalchemy import create_engine, text
 
 from chains.abi import encode_call, event_topic
-from chains.devnet import DevnetOptions, DevnetState, up
+from chains.devnet import DevnetOptions, up
 from chains.registry import load_registry
 from chains.rpc import RpcClient, hex_to_int
 from indexer.store import open_store
@@ -88,10 +89,12 @@ def raw_ceiling(url: str, addresses: list[str], last: int) -> tuple[float, int, 
     return best
 
 
-def rtrm_index(config: Path, database_url: str) -> tuple[float, int, int, float]:
-    """``rtrm index --once`` in a child process: seconds, events, RPC calls, max RSS MiB."""
+def rtrm_index(config: Path, database_url: str) -> tuple[float, int, int, float, float]:
+    """``rtrm index --once`` in a child process: seconds, events, RPC calls, CPU seconds
+    (user + system) and max RSS MiB."""
     env = {**os.environ, "RTRM_DATABASE_URL": database_url, "RTRM_CONFIG": str(config)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "rtrm", "index", "--once", "--no-progress", "--json"],
@@ -103,12 +106,13 @@ def rtrm_index(config: Path, database_url: str) -> tuple[float, int, int, float]
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"rtrm index failed:\n{done.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = orjson.loads(done.stdout)
     events = sum(chain["events"] for chain in summary)
     calls = sum(chain["rpc_calls"] for chain in summary)
-    rss_mib = max(peak, before) / 1024  # Linux reports KiB
-    return seconds, events, calls, rss_mib
+    rss_mib = max(usage.ru_maxrss, before) / 1024  # Linux reports KiB
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    return seconds, events, calls, cpu, rss_mib
 
 
 def _postgres_url() -> tuple[str, str]:
@@ -127,7 +131,7 @@ def _drop_schema(schema: str) -> None:
     engine.dispose()
 
 
-def trade_rounds(state: DevnetState, url: str, rounds: int) -> int:
+def trade_rounds(config: Path, url: str, rounds: int) -> int:
     """``rounds`` blocks of market activity after seeding: every perps trader trims one
     position by 1% per round (a reduction needs no initial margin); each trade emits
     PositionModified, PositionState and MarginBalance. Returns the trades mined.
@@ -135,7 +139,8 @@ def trade_rounds(state: DevnetState, url: str, rounds: int) -> int:
     anvil leaves the odd transaction of such a batch out of its pool (not an RPC error);
     a benchmark needs volume, not every trade, so what is mined is what counts.
     """
-    perps = state.contracts[str(state.nodes[0].chain_id)]["perps_market"]
+    chain = load_registry(config).chains[0]
+    perps = next(c.address for c in chain.contracts if c.kind.value == "perps_market")
     topic = event_topic("PositionState(address,bytes32,int256,int256,int256)")
     with RpcClient(url, timeout_s=600) as client:
         logs = client.call(
@@ -179,9 +184,56 @@ def trade_rounds(state: DevnetState, url: str, rounds: int) -> int:
     return mined
 
 
+def measure(config: Path, home: Path, *, rounds: int, postgres: bool) -> None:
+    """The raw ceiling, then RTRM into each store, on the devnet of ``config``."""
+    registry = load_registry(config)
+    chain = registry.chains[0]
+    url = chain.rpc_urls[0]
+    addresses = [str(c.address) for c in chain.contracts]
+    trades = trade_rounds(config, url, rounds) if rounds else 0
+    with RpcClient(url) as client:
+        last = hex_to_int(client.call("eth_blockNumber"))
+    print(f"chain {chain.chain_id}: head {last}, {trades:,} perps trades added")
+    raw_rate, raw_events, raw_how = raw_ceiling(url, addresses, last)
+    print(f"raw ceiling: {raw_events:,} events at {raw_rate:,.0f} events/s ({raw_how})")
+    rows = []
+    sqlite_url = f"sqlite:///{home / 'bench.db'}"
+    open_store(sqlite_url).dispose()  # migrations are not part of the timing
+    rows.append(("SQLite", *rtrm_index(config, sqlite_url)))
+    if postgres:
+        pg_url, schema = _postgres_url()
+        try:
+            open_store(pg_url).dispose()
+            rows.append(("PostgreSQL", *rtrm_index(config, pg_url)))
+        finally:
+            _drop_schema(schema)
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {python}; one anvil")
+    print(f"load average after the run: {load}")
+    print(
+        "| store | events | seconds | events/s | raw events/s | ours/raw "
+        "| RPC calls per 1k events | CPU µs per event | peak RSS (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for store, seconds, events, calls, cpu, rss in rows:
+        rate = events / seconds
+        print(
+            f"| {store} | {events:,} | {seconds:.1f} | {rate:,.0f} | {raw_rate:,.0f} "
+            f"| {rate / raw_rate:.2f} | {calls / max(events, 1) * 1000:.2f} "
+            f"| {cpu / max(events, 1) * 1e6:.1f} | {rss:,.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, default=65_000)
+    parser.add_argument("--users", type=int, default=280_000)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="measure on this running devnet's first chain (rtrm.toml) instead of seeding one",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -192,49 +244,21 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
-        state, nodes = up(
-            DevnetOptions(
-                chains=1, users=args.users, block_time_s=0, state_dir=Path(home), keep_states=4
-            )
+        if args.config is not None:
+            measure(args.config, Path(home), rounds=args.rounds, postgres=not args.no_postgres)
+            return
+        started = time.perf_counter()
+        options = DevnetOptions(
+            chains=1, users=args.users, block_time_s=0, state_dir=Path(home), keep_states=4
         )
+        state, nodes = up(options)
+        print(f"seeded {args.users:,} users in {time.perf_counter() - started:.0f} s")
         try:
             config = Path(state.config_path)
-            chain = load_registry(config).chains[0]
-            url = chain.rpc_urls[0]
-            addresses = [c.address for c in chain.contracts]
-            trades = trade_rounds(state, url, args.rounds)
-            with RpcClient(url) as client:
-                last = hex_to_int(client.call("eth_blockNumber"))
-            print(f"seeded {args.users:,} users, then {trades:,} perps trades; head {last}")
-            raw_rate, raw_events, raw_how = raw_ceiling(url, addresses, last)
-            rows = []
-            sqlite_url = f"sqlite:///{Path(home) / 'bench.db'}"
-            open_store(sqlite_url).dispose()  # migrations are not part of the timing
-            rows.append(("SQLite", *rtrm_index(config, sqlite_url)))
-            if not args.no_postgres:
-                pg_url, schema = _postgres_url()
-                try:
-                    open_store(pg_url).dispose()
-                    rows.append(("PostgreSQL", *rtrm_index(config, pg_url)))
-                finally:
-                    _drop_schema(schema)
+            measure(config, Path(home), rounds=args.rounds, postgres=not args.no_postgres)
         finally:
             for node in nodes:
                 node.stop()
-    python = f"{platform.python_implementation()} {platform.python_version()}"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {python}; one anvil")
-    print(f"raw ceiling: {raw_events:,} events at {raw_rate:,.0f} events/s ({raw_how})")
-    print(
-        "| store | events | seconds | events/s | raw events/s | ours/raw "
-        "| RPC calls per 1k events | peak RSS (MiB) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for store, seconds, events, calls, rss in rows:
-        rate = events / seconds
-        print(
-            f"| {store} | {events:,} | {seconds:.1f} | {rate:,.0f} | {raw_rate:,.0f} "
-            f"| {rate / raw_rate:.2f} | {calls / max(events, 1) * 1000:.2f} | {rss:,.0f} |"
-        )
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Dialect, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, Dialect, Index, Integer, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "DEFERRABLE_INDEXES",
     "VERSIONED_TABLES",
     "AccountBalance",
     "BadDebt",
@@ -176,7 +177,7 @@ class RawEvent(SQLModel, table=True):
 
     __tablename__ = "raw_event"
     __table_args__ = (
-        UniqueConstraint("chain_id", "tx_hash", "log_index", name="uq_raw_event"),
+        Index("uq_raw_event", "chain_id", "tx_hash", "log_index", unique=True),
         Index("ix_raw_event_block", "chain_id", "block_number"),
     )
 
@@ -419,3 +420,15 @@ APPEND_ONLY_TABLES: tuple[type[SQLModel], ...] = (
     ProtocolParam,
 )
 VERSIONED_TABLES: tuple[type[SQLModel], ...] = (AccountBalance, OptionPosition, PerpPosition)
+
+# Indexes on random keys (a transaction hash, an account): each insert lands on its own
+# page, so keeping them up to date dominates a backfill's write cost. A large backfill
+# drops them and builds them once at its end (``indexer.store.Store.defer_indexes``);
+# exactly-once never depends on them (the cursor moves in the data's transaction), the
+# unique index re-checks it when built.
+DEFERRABLE_INDEXES: tuple[str, ...] = (
+    "uq_raw_event",
+    "ix_account_balance_account",
+    "ix_option_position_account",
+    "ix_perp_position_account",
+)

@@ -2,20 +2,23 @@
 
 A :class:`ChainIndexer` moves its chain's cursor forward one *range* at a time:
 
-1. fetch the canonical header of the range end ``to`` and of the previous range end
-   (the cursor): if the cursor's hash is no longer canonical, a reorg happened below us;
-2. ``eth_getLogs`` over the configured contracts for ``[from, to]``, the span chosen by
-   the adaptive range controller (:mod:`indexer.ranges`);
-3. fetch ``to``'s header again: if it changed, the chain reorganised while we read and
-   the range is fetched again; logs must be canonical (``removed`` false, block hashes
-   consistent with the header);
-4. decode (:mod:`indexer.decode`), derive state (:mod:`indexer.state`) and write raw
-   events, facts, versions, the block ledger, the cursor and the chain's counters in
-   **one transaction** (:mod:`indexer.store`).
+1. fetch it, canonical and linked by hash to the previous range (:mod:`indexer.fetch`:
+   a broken link means a reorg below us); several ranges are fetched concurrently,
+   each cut by the adaptive range controller (:mod:`indexer.ranges`);
+2. decode (:mod:`indexer.decode`) and derive state (:mod:`indexer.state`);
+3. write raw events, facts, versions, the block ledger, the cursor and the chain's
+   counters in **one transaction** (:mod:`indexer.store`).
 
-Three stages overlap through bounded queues: fetching range *k+2*, decoding and deriving
-range *k+1* (CPU, in a worker thread), and committing range *k* (the database). A failed
-stage stops the others between ranges, never inside a transaction.
+The three stages overlap through bounded queues: fetching ranges *k+2..*, decoding and
+deriving range *k+1* (CPU, in a worker thread), and committing range *k* (the
+database). When the writer falls behind (a backfill), the ranges waiting for it are
+written together in one transaction: fewer commits, each still all-or-nothing for data,
+ledger and cursor. A failed stage stops the others between ranges, never inside a
+transaction. The garbage collector's automatic passes are paused while a sync runs
+(:mod:`indexer.gcpolicy`).
+
+A sync that expects to write more than ``bulk_events`` events drops the indexes on random
+keys and builds them when it ends (:class:`indexer.writer.BulkLoad`).
 
 Reorgs, finality and pauses are in :mod:`indexer.reorg`.
 """
@@ -25,50 +28,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from chains.artifacts import event_table
 from chains.endpoints import RpcPolicy
-from chains.exceptions import ChainError, RPCError
+from chains.exceptions import ChainError
 from chains.spec import ChainSpec
 from chains.types import ContractKind
-from indexer.decode import decode_logs
-from indexer.exceptions import (
-    DecodeError,
-    IndexerError,
-    RangeNotSplittableError,
-)
+from indexer import gcpolicy
+from indexer.exceptions import IndexerError
+from indexer.fetch import ChainClient, FetchedRange, RangeFetcher
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeConfig, RangeController
 from indexer.reorg import Paused, Reorged, ReorgHandling, Restarted
-from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes, ContractInfo
-from indexer.store import BulkWriter, Store, reset_chain
+from indexer.state import ChainState, ContractInfo
+from indexer.store import Store, reset_chain
+from indexer.writer import BulkLoad, Prepared, decode_batch, prepare_range, write_ranges
 
 __all__ = ["BatchReport", "ChainClient", "ChainIndexer", "IndexerOptions", "decode_batch"]
 
 log = logging.getLogger(__name__)
 
-_RAW_COLUMNS = (
-    "chain_id",
-    "block_number",
-    "block_hash",
-    "tx_hash",
-    "tx_index",
-    "log_index",
-    "address",
-    "contract",
-    "event",
-    "topics",
-    "data",
-)
-_LEDGER_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
 _CONTRACT_KINDS = {
     ContractKind.OPTIONS_MARKET: "options",
     ContractKind.LENDING_POOL: "lending",
@@ -78,20 +64,7 @@ _CONTRACT_KINDS = {
     ContractKind.INSURANCE_FUND: "insurance_fund",
 }
 _QUOTE_TOKEN_CALL = "0x217a4b70"  # quoteToken()
-_MAX_FETCH_FAILURES = 8  # in a row on one range before the runner restarts the chain
-
-
-def _backoff_s(failures: int) -> float:
-    """Exponential back-off with full jitter, capped at 5 s."""
-    return random.uniform(0, min(5.0, 0.1 * 2**failures))
-
-
-class ChainClient(Protocol):
-    """The JSON-RPC calls an indexer makes (``chains.aiorpc.AsyncRpcClient``)."""
-
-    async def call(self, method: str, params: Sequence[Any] = ()) -> Any: ...
-
-    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]: ...
+_GROUP_EVENTS = 50_000  # at most this many events in one grouped write transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +74,10 @@ class IndexerOptions:
     poll_interval_s: float | None = None  # default: a quarter of the chain's block time
     max_span: int | None = None  # cap on the eth_getLogs block range (None: controller's)
     rpc: RpcPolicy | None = None  # timeouts, retries, rate limit of the chain's client
-    queue_depth: int = 3  # ranges fetched ahead of the writer
+    queue_depth: int = 3  # ranges fetched ahead of the decoder
+    fetch_concurrency: int = 2  # eth_getLogs calls in flight at once
+    write_ahead: int = 8  # ranges decoded ahead of the writer (written together if waiting)
+    bulk_events: int | None = 200_000  # a sync expecting more defers indexes (None: never)
     pause_recheck_s: float = 5.0  # how often a paused chain looks again (syncing node)
 
 
@@ -117,29 +93,6 @@ class BatchReport:
     finalized: int
     fetch_s: float
     write_s: float
-
-
-@dataclass(slots=True)
-class _Range:
-    first: int
-    last: int
-    header: Mapping[str, Any]
-    logs: list[dict[str, Any]]
-    head: int
-    finalized: int
-    fetch_s: float
-    raw: list[tuple[Any, ...]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A range decoded and derived, ready for its transaction."""
-
-    batch: _Range
-    raw_rows: list[tuple[Any, ...]]
-    changes: Changes
-    ledger: list[tuple[int, int, str, str | None, int | None]]
-    prepare_s: float
 
 
 class ChainIndexer(ReorgHandling):
@@ -176,7 +129,16 @@ class ChainIndexer(ReorgHandling):
         self.tip_replaced = False  # the last _head() found the cursor's block replaced
         self._errors_seen: dict[tuple[str, str], int] = {}  # client error counts exported
         self._abort = False  # a pipeline stage failed: the others stop between ranges
+        self.bulk = BulkLoad(self.chain_id, store, self.options.bulk_events)
         self._topics = event_table()
+        self.fetcher = RangeFetcher(
+            self.chain_id,
+            client,
+            self.addresses,
+            self.ranges,
+            concurrency=self.options.fetch_concurrency,
+            metrics=metrics,
+        )
 
     # ------------------------------------------------------------ set-up
 
@@ -187,6 +149,7 @@ class ChainIndexer(ReorgHandling):
         self.genesis_hash = genesis_hash
         contracts = await self._contract_infos()
         await asyncio.to_thread(self._prepare_store, genesis_hash, contracts)
+        await self.bulk.check_store()
 
     async def _contract_infos(self) -> dict[str, ContractInfo]:
         infos: dict[str, ContractInfo] = {}
@@ -288,7 +251,10 @@ class ChainIndexer(ReorgHandling):
             await step
 
     async def sync(self, stop: asyncio.Event) -> bool:
-        """Index from the cursor to the current head; True once caught up."""
+        """Index from the cursor to the current head. True when there was nothing to do:
+        the cursor was at the head and its block still canonical (``run(once=True)`` ends
+        only then, so ranges that a reorg replaced while they were written are re-indexed
+        before it returns)."""
         known_final = self.finalized
         head, finalized = await self._head()
         if head < self.cursor[0]:
@@ -296,29 +262,38 @@ class ChainIndexer(ReorgHandling):
             raise Reorged
         if self.tip_replaced:
             raise Reorged
-        fetched: asyncio.Queue[_Range | None] = asyncio.Queue(self.options.queue_depth)
-        prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(2)
+        if self.cursor[0] >= head:
+            return True
+        with gcpolicy.paused():
+            await self._sync_to(head, finalized, stop)
+        return False
+
+    async def _sync_to(self, head: int, finalized: int, stop: asyncio.Event) -> None:
+        fetched: asyncio.Queue[FetchedRange | None] = asyncio.Queue(self.options.queue_depth)
+        prepared: asyncio.Queue[Prepared | None] = asyncio.Queue(self.options.write_ahead)
         self._abort = False
+        self.bulk.start_sync()
         stages = (
             asyncio.create_task(self._prepare_all(fetched, prepared)),
             asyncio.create_task(self._commit_all(prepared)),
         )
+        ranges = self.fetcher.stream(self.cursor, head, finalized, stop)
         try:
-            tip = self.cursor
-            while tip[0] < head and not stop.is_set() and not self._abort:
-                batch = await self._fetch(tip, head, finalized)
+            async for batch in ranges:
+                if self._abort:
+                    break
                 if not await self._offer(fetched, batch, stages):
                     break
-                tip = (batch.last, str(batch.header["hash"]))
         finally:
+            await ranges.aclose()
             # Everything fetched is written before we return or raise, unless a stage failed:
             # then the stages stop between ranges (never in the middle of a transaction).
             await self._offer(fetched, None, stages)
             results = await asyncio.gather(*stages, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
+            await self.bulk.end_sync(failed=bool(failures))
             if failures:
                 raise failures[0]
-        return self.cursor[0] >= head
 
     async def _head(self) -> tuple[int, int]:
         number, tip_hash = self.cursor
@@ -348,52 +323,6 @@ class ChainIndexer(ReorgHandling):
         self.head, self.finalized = head, final
         return head, final
 
-    async def _fetch(self, tip: tuple[int, str], head: int, finalized: int) -> _Range:
-        """Fetch the next range after ``tip``, verified canonical (see module doc)."""
-        failures = 0
-        while True:
-            first, last = self.ranges.next_range(tip[0] + 1, head)
-            started = time.perf_counter()
-            calls: list[tuple[str, Sequence[Any]]] = [("eth_getBlockByNumber", [hex(last), False])]
-            if tip[1]:
-                calls.append(("eth_getBlockByNumber", [hex(tip[0]), False]))
-            headers = await self.client.batch(calls)
-            if tip[1] and (headers[1] is None or headers[1]["hash"] != tip[1]):
-                raise Reorged
-            try:
-                logs = await self.client.call(
-                    "eth_getLogs",
-                    [{"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses}],
-                )
-            except RPCError as exc:
-                if self.metrics is not None:
-                    self.metrics.rpc_errors.labels(self.chain_id, type(exc).__name__).inc()
-                log.info("chain %s: getLogs %s..%s failed (%s)", self.chain_id, first, last, exc)
-                failures += 1
-                try:
-                    decision = self.ranges.on_error(exc, first, last)
-                except RangeNotSplittableError:
-                    if failures > _MAX_FETCH_FAILURES:
-                        raise
-                    await asyncio.sleep(_backoff_s(failures))
-                    continue
-                if decision.reason == "unrelated":  # not about the range: wait, same span
-                    await asyncio.sleep(_backoff_s(failures))
-                continue
-            again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
-            header = headers[0]
-            if header is None or again is None or again["hash"] != header["hash"]:
-                log.info("chain %s: block %s changed while fetching; again", self.chain_id, last)
-                continue
-            if not _consistent(logs, first, last, header):
-                log.info(
-                    "chain %s: inconsistent logs for %s..%s; again", self.chain_id, first, last
-                )
-                continue
-            elapsed = time.perf_counter() - started
-            self.ranges.on_success(last - first + 1, len(logs), elapsed)
-            return _Range(first, last, header, logs, head, finalized, elapsed)
-
     async def _offer(
         self, queue: asyncio.Queue[Any], item: Any, stages: tuple[asyncio.Task[None], ...]
     ) -> bool:
@@ -406,7 +335,9 @@ class ChainIndexer(ReorgHandling):
         return False
 
     async def _prepare_all(
-        self, fetched: asyncio.Queue[_Range | None], prepared: asyncio.Queue[_Prepared | None]
+        self,
+        fetched: asyncio.Queue[FetchedRange | None],
+        prepared: asyncio.Queue[Prepared | None],
     ) -> None:
         """Stage 1: decode and derive (CPU) while stage 2 writes the previous range."""
         try:
@@ -419,23 +350,40 @@ class ChainIndexer(ReorgHandling):
         finally:
             await prepared.put(None)
 
-    async def _commit_all(self, prepared: asyncio.Queue[_Prepared | None]) -> None:
-        """Stage 2: one transaction per range, in order; after a failure, drain and stop."""
+    async def _commit_all(self, prepared: asyncio.Queue[Prepared | None]) -> None:
+        """Stage 2: one transaction per range, or per group of the ranges that waited for
+        the writer; in order; after a failure, drain and stop."""
         failure: BaseException | None = None
-        while (item := await prepared.get()) is not None:
+        done = False
+        while not done:
+            item = await prepared.get()
+            if item is None:
+                break
+            group, events = [item], len(item.raw_rows)
+            while events < _GROUP_EVENTS and not prepared.empty():
+                waiting = prepared.get_nowait()
+                if waiting is None:
+                    done = True
+                    break
+                group.append(waiting)
+                events += len(waiting.raw_rows)
             if failure is not None:
                 continue
             try:
                 started = time.perf_counter()
-                await asyncio.to_thread(self._commit, item)
+                await self.bulk.before_write(group)
+                await asyncio.to_thread(self._commit, group)
             except BaseException as exc:
                 failure, self._abort = exc, True
                 continue
-            self._report(item.batch, item.prepare_s + time.perf_counter() - started)
+            self.bulk.written(group)
+            write_s = (time.perf_counter() - started) / len(group)
+            for written in group:
+                self._report(written.batch, written.prepare_s + write_s)
         if failure is not None:
             raise failure
 
-    def _report(self, batch: _Range, write_s: float) -> None:
+    def _report(self, batch: FetchedRange, write_s: float) -> None:
         report = BatchReport(
             self.chain_id,
             batch.first,
@@ -480,124 +428,17 @@ class ChainIndexer(ReorgHandling):
 
     # ------------------------------------------------------------ writing
 
-    def _prepare(self, batch: _Range) -> _Prepared:
-        """Decode ``batch`` and derive its rows; advances the in-memory state (so a failed
-        commit makes this indexer unusable: the runner starts a fresh one from the store)."""
+    def _prepare(self, batch: FetchedRange) -> Prepared:
         assert self.state is not None
-        started = time.perf_counter()
-        raw_logs = batch.logs
-        changes = self.state.apply(decode_batch(self.chain_id, raw_logs))
-        raw_rows = [self._raw_row(entry) for entry in raw_logs]
-        blocks = {int(e["blockNumber"], 16): e["blockHash"] for e in raw_logs}
-        blocks.pop(batch.last, None)
-        header = batch.header
-        ledger: list[tuple[int, int, str, str | None, int | None]] = [
-            (self.chain_id, n, h, None, None) for n, h in sorted(blocks.items())
-        ]
-        ledger.append(
-            (
-                self.chain_id,
-                batch.last,
-                header["hash"],
-                header["parentHash"],
-                int(header["timestamp"], 16),
-            )
-        )
-        return _Prepared(batch, raw_rows, changes, ledger, time.perf_counter() - started)
+        return prepare_range(self.chain_id, self.state, self._topics, batch)
 
-    def _commit(self, item: _Prepared) -> None:
-        """Write one prepared range: data, ledger, cursor and counters in one transaction."""
-        batch, changes = item.batch, item.changes
+    def _commit(self, group: list[Prepared]) -> None:
+        """Write prepared ranges and move the cursor, in one transaction."""
         with self.store.transaction() as conn:
-            writer = BulkWriter(conn)
-            writer.insert("raw_event", _RAW_COLUMNS, item.raw_rows)
-            for table, rows in changes.facts.items():
-                writer.insert(table, FACT_COLUMNS[table], rows)
-            for table, closes in changes.closes.items():
-                writer.close_versions(table, self.chain_id, closes)
-            for table, inserts in changes.inserts.items():
-                writer.insert(table, VERSION_COLUMNS[table], inserts)
-            writer.insert("block", _LEDGER_COLUMNS, item.ledger)
-            block_hash = str(batch.header["hash"])
-            self._advance(conn, batch.last, block_hash, len(item.raw_rows), batch)
-        self.cursor = (batch.last, block_hash)
-
-    def _raw_row(self, entry: Mapping[str, Any]) -> tuple[Any, ...]:
-        topics = entry["topics"]
-        event = self._topics.get(topics[0]) if topics else None
-        return (
-            self.chain_id,
-            int(entry["blockNumber"], 16),
-            entry["blockHash"],
-            entry["transactionHash"],
-            int(entry["transactionIndex"], 16),
-            int(entry["logIndex"], 16),
-            entry["address"],
-            event.contract if event else "",
-            event.name if event else "",
-            ",".join(topics),
-            entry["data"],
-        )
-
-    def _advance(
-        self, conn: Connection, block: int, block_hash: str, events: int, batch: _Range
-    ) -> None:
-        params = {"c": self.chain_id, "b": block, "h": block_hash}
-        updated = conn.execute(
-            text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
-            params,
-        )
-        if not updated.rowcount:
-            conn.execute(
-                text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
-                params,
-            )
-        conn.execute(
-            text(
-                "UPDATE chain SET events = events + :e, head_block = :head, "
-                "finalized_block = :fin, updated_at = :t WHERE chain_id = :c"
-            ),
-            {
-                "c": self.chain_id,
-                "e": events,
-                "head": batch.head,
-                "fin": batch.finalized,
-                "t": time.time(),
-            },
-        )
-
-
-def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:
-    """Decode ``raw_logs``; a malformed log (data that does not fit its event's ABI) is
-    logged and left out of the derived state — it is still stored raw — instead of
-    stopping the chain on every retry."""
-    try:
-        return decode_logs(chain_id, raw_logs)
-    except DecodeError:
-        decoded: list[Any] = []
-        for entry in raw_logs:
-            try:
-                decoded += decode_logs(chain_id, [entry])
-            except DecodeError as exc:
-                log.warning(
-                    "chain %s: %s; stored raw, left out of the derived state", chain_id, exc
-                )
-        return decoded
-
-
-def _consistent(
-    logs: list[dict[str, Any]], first: int, last: int, header: Mapping[str, Any]
-) -> bool:
-    last_hash = header["hash"]
-    for entry in logs:
-        if entry.get("removed"):
-            return False
-        number = int(entry["blockNumber"], 16)
-        if not first <= number <= last:
-            return False
-        if number == last and entry["blockHash"] != last_hash:
-            return False
-    return True
+            write_ranges(conn, self.chain_id, group)
+        batch = group[-1].batch
+        self.cursor = (batch.last, str(batch.header["hash"]))
+        gcpolicy.collect_young()
 
 
 def _word_address(result: Any) -> str | None:

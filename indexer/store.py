@@ -10,6 +10,11 @@ Writes of one indexed range happen in one transaction (:meth:`Store.transaction`
 versions. :func:`rollback` removes everything a chain wrote above a block: two statements
 per versioned table, one per fact table, on both databases.
 
+A large backfill writes faster without the indexes on random keys (a transaction hash, an
+account: every insert dirties its own page): :meth:`Store.defer_indexes` drops them and
+:meth:`Store.end_deferral` builds them once the last backfill of the process is done;
+:meth:`Store.build_indexes` builds any that an interrupted backfill left missing.
+
 Invariants: one writer per chain — on PostgreSQL a session advisory lock keyed by chain
 id (:meth:`Store.writer_lock`), on SQLite a process-wide lock around each write
 transaction (SQLite has one writer anyway); every write transaction either commits data,
@@ -29,13 +34,19 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Index, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from indexer.exceptions import StoreError, WriterLockedError
-from indexer.models import APPEND_ONLY_TABLES, VERSIONED_TABLES, Int256, metadata
+from indexer.models import (
+    APPEND_ONLY_TABLES,
+    DEFERRABLE_INDEXES,
+    VERSIONED_TABLES,
+    Int256,
+    metadata,
+)
 
 __all__ = [
     "BulkWriter",
@@ -60,6 +71,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._deferring = 0  # backfills of this process running without the deferrable indexes
+        self._defer_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -97,8 +110,68 @@ class Store:
             )
         return WriterLock(conn, chain_id)
 
+    # ------------------------------------------------------------ deferred indexes
+
+    def defer_indexes(self) -> None:
+        """A large backfill starts: drop the deferrable indexes (the first backfill of the
+        process drops them, later ones are counted)."""
+        with self._defer_lock:
+            self._deferring += 1
+            if self._deferring == 1:
+                with self.transaction() as conn:
+                    for index in _deferrable_indexes():
+                        index.drop(conn, checkfirst=True)
+
+    def end_deferral(self) -> list[str]:
+        """A backfill ended: when it was the process's last one, build the indexes
+        (:meth:`build_indexes`); returns the names built."""
+        with self._defer_lock:
+            self._deferring = max(0, self._deferring - 1)
+            if self._deferring:
+                return []
+            return self._build_indexes()
+
+    def build_indexes(self) -> list[str]:
+        """Build every deferrable index that is missing (after an interrupted backfill),
+        unless a backfill of this process is still running; returns the names built."""
+        with self._defer_lock:
+            return [] if self._deferring else self._build_indexes()
+
+    def missing_indexes(self) -> list[str]:
+        """The deferrable indexes that do not exist (a backfill runs or was interrupted)."""
+        with self.engine.connect() as conn:
+            return [str(ix.name) for ix in _deferrable_indexes() if not _has_index(conn, ix)]
+
+    def _build_indexes(self) -> list[str]:
+        built: list[str] = []
+        with self.transaction() as conn:
+            for index in _deferrable_indexes():
+                if _has_index(conn, index):
+                    continue
+                try:
+                    index.create(conn)
+                except IntegrityError as exc:  # a duplicate raw event: never expected
+                    raise StoreError(
+                        f"cannot build {index.name} on {self.url}: {describe(exc)}; the store "
+                        "holds a duplicate event: re-index the chain (rtrm index --reset-chain)"
+                    ) from None
+                built.append(str(index.name))
+        return built
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _deferrable_indexes() -> list[Index]:
+    every = (index for table in metadata.tables.values() for index in table.indexes)
+    found = {str(index.name): index for index in every}
+    return [found[name] for name in DEFERRABLE_INDEXES]
+
+
+def _has_index(conn: Connection, index: Index) -> bool:
+    table = index.table
+    assert table is not None
+    return any(found["name"] == index.name for found in inspect(conn).get_indexes(table.name))
 
 
 class WriterLock:

@@ -65,6 +65,14 @@ def register(subparsers: Subparsers) -> None:
         metavar="BLOCKS",
         help="never ask eth_getLogs for more blocks than this (a provider's hard limit)",
     )
+    index.add_argument(
+        "--bulk-events",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="a backfill expecting more events than this drops the indexes on random keys "
+        "and builds them at its end (default 200000; -1: never)",
+    )
     index.add_argument("--no-progress", action="store_true", help="log lines only, no bars")
     index.add_argument(
         "--json", action="store_true", help="print the per-chain summary as JSON when done"
@@ -85,7 +93,10 @@ def run_index(args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics-port must be 1-65535, got {args.metrics_port}")
     if args.max_span is not None and args.max_span < 1:
         raise ConfigError(f"--max-span must be at least 1 block, got {args.max_span}")
-    options = IndexerOptions(max_span=args.max_span)
+    if args.bulk_events < -1:
+        raise ConfigError(f"--bulk-events must be -1 (never) or more, got {args.bulk_events}")
+    bulk = None if args.bulk_events == -1 else args.bulk_events
+    options = IndexerOptions(max_span=args.max_span, bulk_events=bulk)
     store = open_store(registry.database_url)
     try:
         for chain_id in args.reset_chain:

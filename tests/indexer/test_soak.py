@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from rtrm_testing import index_once, store_fingerprint
+from sqlalchemy import text
 
 from chains.abi import encode_call
 from chains.deploy import DEPLOYER
@@ -40,6 +41,20 @@ RPC = RpcPolicy(
     bench_base_s=0.05,
     bench_max_s=0.2,
 )
+
+
+def _on_canonical_head(store: Any, client: RpcClient, chain_id: int, head: int) -> bool:
+    """The store reached ``head`` and its tip is the node's block (a reorg right before
+    the end may have replaced blocks the indexer had already written: not yet caught up)."""
+    with store.engine.connect() as conn:
+        if watermark(conn).get(chain_id, -1) < head:
+            return False
+        tip = conn.execute(
+            text("SELECT block_number, block_hash FROM cursor WHERE chain_id = :c"),
+            {"c": chain_id},
+        ).one()
+    block = client.call("eth_getBlockByNumber", [to_hex(int(tip[0])), False])
+    return block is not None and block["hash"] == tip[1]
 
 
 def _soak(state: Any, url: str, tmp_path: Path, seconds: float, seed: int) -> None:
@@ -78,13 +93,10 @@ def _soak(state: Any, url: str, tmp_path: Path, seconds: float, seed: int) -> No
                         client.call("eth_sendTransaction", [tx])
                     time.sleep(rng.uniform(0.02, 0.2))
                 head = int(client.call("eth_blockNumber"), 16)
-            caught_up = time.monotonic() + 60
-            while True:
-                with store.engine.connect() as conn:
-                    if watermark(conn).get(node.chain_id, -1) >= head:
-                        break
-                assert time.monotonic() < caught_up, "the indexer never caught up"
-                time.sleep(0.1)
+                caught_up = time.monotonic() + 60
+                while not _on_canonical_head(store, client, node.chain_id, head):
+                    assert time.monotonic() < caught_up, "the indexer never caught up"
+                    time.sleep(0.1)
         finally:
             loop.call_soon_threadsafe(stop.set)
             runner.join(timeout=60)

@@ -1,0 +1,218 @@
+"""Canonical ranges of logs, fetched ahead and concurrently, delivered in order.
+
+A :class:`RangeFetcher` turns "everything after the tip, up to the head" into a stream of
+:class:`FetchedRange` values. Ranges are cut by the adaptive controller
+(:mod:`indexer.ranges`) and up to ``concurrency`` of them are in flight at once (a node
+answers two ``eth_getLogs`` faster than one after the other), once a first answer has
+sized the span (until then a dense chain would get several oversized ranges at once);
+they are delivered strictly in block order.
+
+Each range ``[first, last]`` is read as:
+
+1. the headers of ``last`` and of ``first - 1`` (the previous range's end);
+2. ``eth_getLogs`` over the configured contracts, in as many pieces as the controller's
+   current span allows (a provider error shrinks the span and the rest of the range is
+   read in smaller pieces, so an error never skips a block);
+3. the header of ``last`` again: if it changed, the chain reorganised while we read and
+   the range is read again; logs must be canonical (``removed`` false, inside the range,
+   those of ``last`` carrying its hash).
+
+Linking: when ranges are delivered, the hash of ``first - 1`` that range *k+1* saw must
+equal the hash of range *k*'s ``last`` (or the cursor's for the first range): otherwise
+the chain reorganised below us and :class:`~indexer.reorg.Reorged` is raised. So ranges
+fetched concurrently form one chain of hashes, as if fetched one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chains.exceptions import RPCError
+from indexer.exceptions import IndexerError, RangeNotSplittableError
+from indexer.metrics import IndexerMetrics
+from indexer.ranges import RangeController
+from indexer.reorg import Reorged
+
+__all__ = ["ChainClient", "FetchedRange", "RangeFetcher"]
+
+log = logging.getLogger("indexer.pipeline")
+
+_MAX_FETCH_FAILURES = 8  # in a row on one range before the runner restarts the chain
+
+
+class ChainClient(Protocol):
+    """The JSON-RPC calls an indexer makes (``chains.aiorpc.AsyncRpcClient``)."""
+
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any: ...
+
+    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]: ...
+
+
+@dataclass(slots=True)
+class FetchedRange:
+    """The canonical logs of blocks ``first..last`` and what was known when read."""
+
+    first: int
+    last: int
+    header: Mapping[str, Any]  # of ``last``
+    parent_hash: str | None  # of block ``first - 1`` when read (None: no such block)
+    logs: list[dict[str, Any]]
+    head: int
+    finalized: int
+    fetch_s: float
+
+
+def _backoff_s(failures: int) -> float:
+    """Exponential back-off with full jitter, capped at 5 s."""
+    return random.uniform(0, min(5.0, 0.1 * 2**failures))
+
+
+class RangeFetcher:
+    """Reads one chain's ranges through ``client`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        chain_id: int,
+        client: ChainClient,
+        addresses: Sequence[str],
+        ranges: RangeController,
+        *,
+        concurrency: int = 2,
+        metrics: IndexerMetrics | None = None,
+    ) -> None:
+        self.chain_id = chain_id
+        self.client = client
+        self.addresses = list(addresses)
+        self.ranges = ranges
+        self.concurrency = max(1, concurrency)
+        self.metrics = metrics
+        self._calibrated = False  # a range was read: its answer has sized the span
+
+    async def stream(
+        self, tip: tuple[int, str], head: int, finalized: int, stop: asyncio.Event
+    ) -> AsyncGenerator[FetchedRange, None]:
+        """Every range after ``tip`` (number, hash; hash ``""`` if nothing is indexed) up
+        to ``head``, in order and linked by hash; :class:`Reorged` if a link breaks. Ends
+        early, dropping the ranges in flight, once ``stop`` is set."""
+        inflight: deque[asyncio.Task[FetchedRange]] = deque()
+        stopping = asyncio.ensure_future(stop.wait())
+        following = tip[0] + 1
+        linked = tip[1]
+        try:
+            while inflight or following <= head:
+                limit = self.concurrency if self._calibrated else 1
+                while len(inflight) < limit and following <= head:
+                    first, last = self.ranges.next_range(following, head)
+                    fetch = self.fetch(first, last, head, finalized)
+                    inflight.append(asyncio.ensure_future(fetch))
+                    following = last + 1
+                await asyncio.wait((inflight[0], stopping), return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():
+                    return
+                batch = inflight.popleft().result()
+                self._calibrated = True
+                if linked and batch.parent_hash != linked:
+                    raise Reorged
+                linked = str(batch.header["hash"])
+                yield batch
+        finally:
+            pending: list[asyncio.Future[Any]] = [stopping, *inflight]
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def fetch(self, first: int, last: int, head: int, finalized: int) -> FetchedRange:
+        """Read ``[first, last]`` until the answer is canonical (module docstring)."""
+        while True:
+            started = time.perf_counter()
+            calls: list[tuple[str, Sequence[Any]]] = [("eth_getBlockByNumber", [hex(last), False])]
+            if first > 0:
+                calls.append(("eth_getBlockByNumber", [hex(first - 1), False]))
+            headers = await self.client.batch(calls)
+            parent = headers[1] if first > 0 else None
+            logs = await self._logs(first, last)
+            again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
+            header = headers[0]
+            if header is None or again is None or again["hash"] != header["hash"]:
+                log.info("chain %s: block %s changed while fetching; again", self.chain_id, last)
+                continue
+            if not _consistent(logs, first, last, header):
+                log.info(
+                    "chain %s: inconsistent logs for %s..%s; again", self.chain_id, first, last
+                )
+                continue
+            parent_hash = str(parent["hash"]) if parent is not None else None
+            elapsed = time.perf_counter() - started
+            return FetchedRange(first, last, header, parent_hash, logs, head, finalized, elapsed)
+
+    async def _logs(self, first: int, last: int) -> list[dict[str, Any]]:
+        """``eth_getLogs`` over ``[first, last]`` in pieces of the controller's span."""
+        logs: list[dict[str, Any]] = []
+        failures = 0
+        start = first
+        while start <= last:
+            lo, hi = self.ranges.next_range(start, last)
+            started = time.perf_counter()
+            try:
+                part = await self.client.call(
+                    "eth_getLogs",
+                    [{"fromBlock": hex(lo), "toBlock": hex(hi), "address": self.addresses}],
+                )
+            except RPCError as exc:
+                failures += 1
+                await self._on_error(exc, lo, hi, failures)
+                continue
+            if not isinstance(part, list):  # a broken node or proxy: wait and ask again
+                failures += 1
+                if failures > _MAX_FETCH_FAILURES:
+                    raise IndexerError(
+                        f"chain {self.chain_id}: eth_getLogs {lo}..{hi} answered "
+                        f"{type(part).__name__}, not a list of logs, {failures} times; "
+                        "check the chain's rpc_urls"
+                    )
+                await asyncio.sleep(_backoff_s(failures))
+                continue
+            self.ranges.on_success(hi - lo + 1, len(part), time.perf_counter() - started)
+            logs += part
+            start = hi + 1
+        return logs
+
+    async def _on_error(self, error: RPCError, lo: int, hi: int, failures: int) -> None:
+        """Shrink the span after a failed piece, or wait if the range cannot be blamed."""
+        if self.metrics is not None:
+            self.metrics.rpc_errors.labels(self.chain_id, type(error).__name__).inc()
+        log.info("chain %s: getLogs %s..%s failed (%s)", self.chain_id, lo, hi, error)
+        try:
+            decision = self.ranges.on_error(error, lo, hi)
+        except RangeNotSplittableError:
+            if failures > _MAX_FETCH_FAILURES:
+                raise
+            await asyncio.sleep(_backoff_s(failures))
+            return
+        if decision.reason == "unrelated":  # not about the range: wait, same span
+            await asyncio.sleep(_backoff_s(failures))
+
+
+def _consistent(
+    logs: list[dict[str, Any]], first: int, last: int, header: Mapping[str, Any]
+) -> bool:
+    last_hash = header["hash"]
+    for entry in logs:
+        if entry.get("removed"):
+            return False
+        number = int(entry["blockNumber"], 16)
+        if not first <= number <= last:
+            return False
+        if number == last and entry["blockHash"] != last_hash:
+            return False
+    return True

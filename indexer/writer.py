@@ -1,0 +1,231 @@
+"""Ranges into rows, rows into the store: the pipeline's decode and write stages.
+
+:func:`prepare_range` decodes a fetched range (:mod:`indexer.decode`), derives its state
+changes (:mod:`indexer.state`) and builds its raw-event and ledger rows: CPU only, no
+database. :func:`write_ranges` writes prepared ranges, consecutive and in order, with the
+cursor and the chain's counters in **one transaction** (:class:`indexer.store.BulkWriter`).
+
+:class:`BulkLoad` decides when a sync is large enough to write without the indexes on
+random keys (expected events: events per block so far times the blocks left, above
+``bulk_events``) and builds them when the sync ends (:meth:`indexer.store.Store.defer_indexes`),
+as bulk loaders do; an indexer that starts on a store where they are missing (an
+interrupted backfill) builds them after its first sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from chains.artifacts import EventAbi
+from indexer.decode import decode_logs
+from indexer.exceptions import DecodeError
+from indexer.fetch import FetchedRange
+from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes
+from indexer.store import BulkWriter, Store
+
+__all__ = ["BulkLoad", "Prepared", "decode_batch", "prepare_range", "write_ranges"]
+
+log = logging.getLogger("indexer.pipeline")
+
+_RAW_COLUMNS = (
+    "chain_id",
+    "block_number",
+    "block_hash",
+    "tx_hash",
+    "tx_index",
+    "log_index",
+    "address",
+    "contract",
+    "event",
+    "topics",
+    "data",
+)
+_LEDGER_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
+
+LedgerRow = tuple[int, int, str, str | None, int | None]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A range decoded and derived, ready for its transaction."""
+
+    batch: FetchedRange
+    raw_rows: list[tuple[Any, ...]]
+    changes: Changes
+    ledger: list[LedgerRow]
+    prepare_s: float
+
+
+def prepare_range(
+    chain_id: int, state: ChainState, topics: Mapping[str, EventAbi], batch: FetchedRange
+) -> Prepared:
+    """Decode ``batch`` and derive its rows; advances ``state`` (so a failed write makes
+    the indexer unusable: the runner starts a fresh one from the store)."""
+    started = time.perf_counter()
+    raw_logs = batch.logs
+    changes = state.apply(decode_batch(chain_id, raw_logs))
+    raw_rows = [_raw_row(chain_id, topics, entry) for entry in raw_logs]
+    blocks = {int(e["blockNumber"], 16): e["blockHash"] for e in raw_logs}
+    blocks.pop(batch.last, None)
+    header = batch.header
+    ledger: list[LedgerRow] = [(chain_id, n, h, None, None) for n, h in sorted(blocks.items())]
+    timestamp = int(header["timestamp"], 16)
+    ledger.append((chain_id, batch.last, header["hash"], header["parentHash"], timestamp))
+    return Prepared(batch, raw_rows, changes, ledger, time.perf_counter() - started)
+
+
+def write_ranges(conn: Connection, chain_id: int, group: list[Prepared]) -> None:
+    """Write ``group`` (consecutive prepared ranges, in order), then move the cursor and
+    the chain's counters to its end; the caller holds the transaction.
+
+    On PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit`` off
+    for this transaction only): a database crash may forget the last ranges written, but
+    never part of one, and the cursor goes back with them, so they are indexed again.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    writer = BulkWriter(conn)
+    for item in group:
+        changes = item.changes
+        writer.insert("raw_event", _RAW_COLUMNS, item.raw_rows)
+        for table, rows in changes.facts.items():
+            writer.insert(table, FACT_COLUMNS[table], rows)
+        for table, closes in changes.closes.items():
+            writer.close_versions(table, chain_id, closes)
+        for table, inserts in changes.inserts.items():
+            writer.insert(table, VERSION_COLUMNS[table], inserts)
+        writer.insert("block", _LEDGER_COLUMNS, item.ledger)
+    batch = group[-1].batch
+    events = sum(len(item.raw_rows) for item in group)
+    params = {"c": chain_id, "b": batch.last, "h": str(batch.header["hash"])}
+    updated = conn.execute(
+        text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
+        params,
+    )
+    if not updated.rowcount:
+        conn.execute(
+            text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
+            params,
+        )
+    conn.execute(
+        text(
+            "UPDATE chain SET events = events + :e, head_block = :head, "
+            "finalized_block = :fin, updated_at = :t WHERE chain_id = :c"
+        ),
+        {"c": chain_id, "e": events, "head": batch.head, "fin": batch.finalized, "t": time.time()},
+    )
+
+
+def _raw_row(
+    chain_id: int, topics_of: Mapping[str, EventAbi], entry: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    topics = entry["topics"]
+    event = topics_of.get(topics[0]) if topics else None
+    return (
+        chain_id,
+        int(entry["blockNumber"], 16),
+        entry["blockHash"],
+        entry["transactionHash"],
+        int(entry["transactionIndex"], 16),
+        int(entry["logIndex"], 16),
+        entry["address"],
+        event.contract if event else "",
+        event.name if event else "",
+        ",".join(topics),
+        entry["data"],
+    )
+
+
+def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:
+    """Decode ``raw_logs``; a malformed log (data that does not fit its event's ABI) is
+    logged and left out of the derived state — it is still stored raw — instead of
+    stopping the chain on every retry."""
+    try:
+        return decode_logs(chain_id, raw_logs)
+    except DecodeError:
+        decoded: list[Any] = []
+        for entry in raw_logs:
+            try:
+                decoded += decode_logs(chain_id, [entry])
+            except DecodeError as exc:
+                log.warning(
+                    "chain %s: %s; stored raw, left out of the derived state", chain_id, exc
+                )
+        return decoded
+
+
+class BulkLoad:
+    """Whether the current sync runs without the deferrable indexes (module docstring)."""
+
+    def __init__(self, chain_id: int, store: Store, limit: int | None) -> None:
+        self.chain_id = chain_id
+        self.store = store
+        self.limit = limit
+        self.active = False  # this sync runs without the deferrable indexes
+        self.missing = False  # found missing at start: build them after the next sync
+        self._written = (0, 0)  # events and blocks written by the current sync
+
+    async def check_store(self) -> None:
+        """At start: are indexes missing (an interrupted backfill)?"""
+        self.missing = bool(await asyncio.to_thread(self.store.missing_indexes))
+
+    def start_sync(self) -> None:
+        self._written = (0, 0)
+
+    def written(self, group: list[Prepared]) -> None:
+        events, blocks = self._written
+        for item in group:
+            events += len(item.raw_rows)
+            blocks += item.batch.last - item.batch.first + 1
+        self._written = (events, blocks)
+
+    async def before_write(self, group: list[Prepared]) -> None:
+        """Defer the indexes if this sync looks large."""
+        if self.active or self.limit is None:
+            return
+        events = self._written[0] + sum(len(item.raw_rows) for item in group)
+        blocks = self._written[1] + sum(i.batch.last - i.batch.first + 1 for i in group)
+        last = group[-1].batch
+        expected = events + events / max(1, blocks) * max(0, last.head - last.last)
+        if expected <= self.limit:
+            return
+        started = time.perf_counter()
+        await asyncio.to_thread(self.store.defer_indexes)
+        self.active = True
+        log.info(
+            "chain %s: about %s events to write: indexes on random keys deferred to the "
+            "end of the backfill (%.1f s)",
+            self.chain_id,
+            f"{expected:,.0f}",
+            time.perf_counter() - started,
+        )
+
+    async def end_sync(self, *, failed: bool) -> None:
+        """Build the deferred (or found missing) indexes once the sync is over; after a
+        failure, a failure to build is logged (the next sync builds them)."""
+        if not (self.active or self.missing):
+            return
+        started = time.perf_counter()
+        try:
+            if self.active:
+                built = await asyncio.to_thread(self.store.end_deferral)
+            else:
+                built = await asyncio.to_thread(self.store.build_indexes)
+        except Exception:
+            if not failed:
+                raise
+            log.exception("chain %s: building the deferred indexes failed", self.chain_id)
+            return
+        finally:
+            self.active = False
+        self.missing = False
+        if built:
+            seconds = time.perf_counter() - started
+            log.info("chain %s: built %s in %.1f s", self.chain_id, ", ".join(built), seconds)
