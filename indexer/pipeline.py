@@ -438,7 +438,6 @@ class ChainIndexer(ReorgHandling):
             write_ranges(conn, self.chain_id, group)
         batch = group[-1].batch
         self.cursor = (batch.last, str(batch.header["hash"]))
-        gcpolicy.collect_young()
 
 
 def _word_address(result: Any) -> str | None:
