@@ -398,15 +398,15 @@ def _first_roots(f0: Float, slope: Float, h: _Hinges) -> Float:
         start = np.empty(m, np.bool_)
         start[0] = True
         np.not_equal(row[1:], row[:-1], out=start[1:])
-        first = np.maximum.accumulate(np.where(start, np.arange(m), 0))
-        s_before = g_slope[row] - (_segmented_cumsum(w, first) - w)
+        segments = _Segments.of(start)
+        s_before = g_slope[row] - (segments.cumsum(w) - w)
         s_before[np.abs(s_before) <= tiny[row]] = 0.0
         t_prev = np.empty(m)
         t_prev[0] = 0.0
         t_prev[1:] = t[:-1]
         t_prev[start] = 0.0
         step = s_before * (t - t_prev)
-        g_at = g0[row] + _segmented_cumsum(step, first)
+        g_at = g0[row] + segments.cumsum(step)
         hit = np.flatnonzero((g_at < 0.0) & (g0[row] >= 0.0))
         if hit.size:  # the first crossing of each row
             e = hit[np.concatenate([[True], row[hit[1:]] != row[hit[:-1]]])]
@@ -423,10 +423,38 @@ def _first_roots(f0: Float, slope: Float, h: _Hinges) -> Float:
     return roots
 
 
-def _segmented_cumsum(values: Float, first: Index) -> Float:
-    """Inclusive cumulative sums that restart at each segment (``first``: its first index)."""
-    total = np.cumsum(values)
-    return np.asarray(total - (total[first] - values[first]))
+@dataclass(frozen=True, slots=True, eq=False)
+class _Segments:
+    """Consecutive runs of a flat array (a new one where ``start`` is True), for sums
+    that restart at each run.
+
+    A run's cumulative sums add its own values in order from its first, as ``np.cumsum``
+    of the run alone would: they do not depend on the runs before it (a global cumsum
+    minus the run's offset would carry their rounding), so one account's results are the
+    same bits in any batch. Computed rank by rank: step ``r`` adds every run's ``r``-th
+    value to its sum so far, one numpy call over the runs that long.
+    """
+
+    by_rank: Index  # positions ordered by their rank in their run (stable)
+    bounds: Index  # by_rank[bounds[r]:bounds[r + 1]] are the positions of rank r
+
+    @classmethod
+    def of(cls, start: Bool) -> _Segments:
+        m = start.shape[0]
+        begins = np.flatnonzero(start)
+        rank = np.arange(m) - begins[np.cumsum(start) - 1]
+        widest = int(rank.max()) + 1 if m else 0
+        small = rank.astype(np.uint16) if widest <= np.iinfo(np.uint16).max else rank
+        by_rank = np.argsort(small, kind="stable")  # a radix sort for small integers
+        return cls(by_rank, np.searchsorted(rank[by_rank], np.arange(widest + 1)))
+
+    def cumsum(self, values: Float) -> Float:
+        """Inclusive cumulative sums of ``values`` within each run."""
+        out = values.copy()
+        for lo, hi in zip(self.bounds[1:-1].tolist(), self.bounds[2:].tolist(), strict=True):
+            at = self.by_rank[lo:hi]
+            out[at] += out[at - 1]
+        return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -68,7 +68,7 @@ __all__ = [
 
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
-_SPARSE_MIN = 512  # below this many positions, np.add.at beats building a sparse matrix
+_SPARSE_MIN = 512  # positions from which a CSR matrix beats np.bincount (the same sums)
 _SCENARIO_BLOCK = 8  # scenarios revalued per pass over the positions
 _FULL_SCAN_MAX = 200_000  # option rows x trial moves up to which every move is evaluated
 MOVES_DOWN = -np.concatenate(
@@ -265,23 +265,33 @@ class StandardMargin:
 
 
 def _sum_by(index: Index, weights: Float, n: int) -> Float:
-    """``out[k] = sum of weights[index == k]``, length ``n``, float64."""
+    """``out[k] = sum of weights[index == k]``, length ``n``, float64, added in order."""
     return np.bincount(index, weights, minlength=n).astype(np.float64, copy=False)
 
 
-def _grouped_dot(row: Index, col: Index, data: Float, table: Float, n_rows: int) -> Float:
-    """``out[r] = sum over positions p with row[p] == r of data[p] x table[col[p]]``."""
-    n_cols = table.shape[0]
-    if row.shape[0] < _SPARSE_MIN and n_rows * n_cols <= _FULL_SCAN_MAX:  # small: dense
-        dense = np.bincount(row * n_cols + col, data, minlength=n_rows * n_cols)
-        return dense.reshape(n_rows, n_cols) @ table
-    matrix = sp.csr_array((data, (row, col)), shape=(n_rows, n_cols))
-    return np.asarray(matrix @ table)
+def _row_sums(values: Float) -> Float:
+    """``values.sum(axis=1)`` of an ``(n, U)`` array, added left to right (a cumulative sum
+    is sequential by definition): every row adds its ``U`` values in the same order
+    whatever ``n`` is, where numpy's own reduction may group them differently for a long
+    array than for one row."""
+    if values.shape[1] == 0:
+        return np.zeros(values.shape[0])
+    return np.cumsum(values, axis=1)[:, -1]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Grouped:
-    """Positions grouped into rows, ready for ``sum data x table[col]`` per row."""
+    """Positions grouped into rows, ready for ``sum data x table[col]`` per row.
+
+    Every row adds its positions' products ``data x table[col]`` one by one, in the
+    positions' order, from 0: the same operations whatever other rows there are (one user
+    or the whole book), so a user's results do not depend on the batch. Large books use a
+    CSR matrix with one entry per position (duplicates kept, rows in position order; scipy's
+    kernel is that loop, with a separate multiply and add), small ones ``np.bincount`` (the
+    same loop, without building a matrix): tests/aggregation/test_risk_batch.py checks
+    that they agree bit for bit. Neither merges a user's positions per contract first nor
+    uses BLAS, whose grouping depends on the shapes.
+    """
 
     row: Index
     col: Index
@@ -291,16 +301,22 @@ class _Grouped:
 
     @classmethod
     def of(cls, row: Index, col: Index, data: Float, n_rows: int, n_cols: int) -> _Grouped:
-        large = row.shape[0] >= _SPARSE_MIN
-        matrix = sp.csr_array((data, (row, col)), shape=(n_rows, n_cols)) if large else None
+        matrix = None
+        if row.shape[0] >= _SPARSE_MIN:
+            order = np.argsort(row, kind="stable")
+            indptr = np.zeros(n_rows + 1, np.intp)
+            np.cumsum(np.bincount(row, minlength=n_rows), out=indptr[1:])
+            matrix = sp.csr_array((data[order], col[order], indptr), shape=(n_rows, n_cols))
         return cls(row, col, data, n_rows, matrix)
 
     def dot(self, table: Float, rows: Index | None = None) -> Float:
         """``(n_rows or len(rows), K)`` sums; ``rows`` restricts to those rows."""
         if self.matrix is not None:
-            matrix = self.matrix if rows is None else self.matrix[rows]
-            return np.asarray(matrix @ table)
-        out = _grouped_dot(self.row, self.col, self.data, table, self.n_rows)
+            return np.asarray((self.matrix if rows is None else self.matrix[rows]) @ table)
+        k = table.shape[1]
+        cells = (self.row[:, None] * k + np.arange(k)).ravel()
+        products = (self.data[:, None] * table[self.col]).ravel()
+        out = _sum_by(cells, products, self.n_rows * k).reshape(self.n_rows, k)
         return out if rows is None else out[rows]
 
 
@@ -366,9 +382,9 @@ def portfolio_margin(
     worst_s = worst_col.reshape(n_acc, n_u)[at, worst_u]
     mm_au, im_au = mm_rows.reshape(n_acc, n_u), im_rows.reshape(n_acc, n_u)
     return PortfolioMargin(
-        im_usd=im_au.sum(axis=1),
-        mm_usd=mm_au.sum(axis=1),
-        worst_loss_usd=loss_au.sum(axis=1),
+        im_usd=_row_sums(im_au),
+        mm_usd=_row_sums(mm_au),
+        worst_loss_usd=_row_sums(loss_au),
         worst_scenario=np.where(has_loss, worst_s, -1),
         worst_underlying=np.where(has_loss, worst_u, -1),
         im_by_underlying_usd=im_au,
@@ -450,7 +466,7 @@ def standard_margin(
     mm_rows += p.perp_mm * rows.perp_notional_usd
     shape = (book.n_accounts, book.n_underlyings)
     im_au, mm_au = im_rows.reshape(shape), mm_rows.reshape(shape)
-    return StandardMargin(im_au.sum(axis=1), mm_au.sum(axis=1), im_au, mm_au)
+    return StandardMargin(_row_sums(im_au), _row_sums(mm_au), im_au, mm_au)
 
 
 def margin_liquidation_moves(

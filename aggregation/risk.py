@@ -25,6 +25,15 @@ O(that user's positions): after a new trade, recompute that user alone and write
 back with :meth:`UnifiedRisk.set_user`. Options point into a table of unique contracts so
 Black-76 runs once per contract, not per position; account sums group by account index.
 
+Batch invariance: a user's row is the same bits whichever other users are in the batch
+(the whole book, one user's slice, any subset), so a report assembled from one pass over
+the book equals one computed from the user alone. Every per-user sum adds the same values
+in the same order: ``np.bincount`` over books sorted by user (stable), scenario P&L as CSR
+rows in position order (never a BLAS product, whose grouping depends on the shapes),
+sums over underlyings left to right, cumulative sums restarted exactly per account
+(:mod:`aggregation.margin`, :mod:`aggregation.accounts`); contract prices are elementwise;
+minima and maxima over accounts are exact, with every zero made +0.0.
+
 Definitions (USD unless stated):
 
 - ``margin_equity = collateral x (1 - haircut) + options mark-to-market + perp P&L``
@@ -313,9 +322,11 @@ def unified_risk(
     state = account_state(inputs, accounts)
     a_down, a_up = account_liquidation_moves(inputs, state)
     hf, l_down, l_up, l_count = _lending(inputs, lending_params)
-    down = np.fmax(accounts.per_user(a_down, n, np.fmax), l_down)
-    up = np.fmin(accounts.per_user(a_up, n, np.fmin), l_up)
-    a_ratio = accounts.per_user(state.margin_ratio, n, np.fmax)
+    # min / max over a user's accounts: + 0.0 makes every zero +0.0, as the order in which
+    # a reduction meets 0.0 and -0.0 (which it may return) depends on the batch
+    down = np.fmax(accounts.per_user(a_down, n, np.fmax), l_down) + 0.0
+    up = np.fmin(accounts.per_user(a_up, n, np.fmin), l_up) + 0.0
+    a_ratio = accounts.per_user(state.margin_ratio, n, np.fmax) + 0.0
     a_count = _by_user(accounts.user, state.liquidatable.astype(np.float64), n) + l_count
     delta, gamma, vega, theta = _spot_greeks(inputs, greeks, valuation.growth)
     return UnifiedRisk(
@@ -339,7 +350,7 @@ def unified_risk(
         worst_loss_usd=pm.worst_loss_usd,
         worst_scenario=pm.worst_scenario,
         worst_underlying=pm.worst_underlying,
-        health_factor=hf,
+        health_factor=hf + 0.0,
         delta_coin=delta,
         delta_usd=delta * spot,
         gamma=gamma,
@@ -347,7 +358,7 @@ def unified_risk(
         theta_per_day=theta,
         liq_move_down=down,
         liq_move_up=up,
-        distance_to_liquidation=np.fmin(-down, up),
+        distance_to_liquidation=np.fmin(0.0 - down, up),
         by_chain=_breakdown(inputs, "chain", inputs.n_chains, a, state),
         by_protocol=_breakdown(inputs, "protocol", inputs.n_protocols, a, state),
         pnl_usd=pm.pnl_usd,

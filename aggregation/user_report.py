@@ -1,11 +1,15 @@
 """One address's unified risk report: what ``rtrm risk ADDRESS`` and the API answer.
 
-Concept: :func:`user_risk_report` slices one user out of a :class:`~aggregation.snapshot.
-Snapshot` (O(that user's positions)), runs :func:`~aggregation.risk.unified_risk` on the
-slice with a scenario grid, and adds what a risk desk asks next: a delta hedge with its
-Whalley-Wilmott no-trade band per underlying (:mod:`aggregation.hedging`) and one-day
-VaR 99 % / ES 97.5 % by filtered historical simulation over the snapshot's oracle history
-with EWMA (lambda 0.94) vols (:mod:`aggregation.tailrisk`). Pure: no I/O, no clock.
+Concept: a report is assembled for one user from a :class:`~aggregation.report_basis.
+ReportBasis` -- the user's row of :func:`~aggregation.risk.unified_risk` on a scenario
+grid and the snapshot's tail-risk draws -- plus what a risk desk asks next: a delta hedge
+with its Whalley-Wilmott no-trade band per underlying (:mod:`aggregation.hedging`) and
+one-day VaR 99 % / ES 97.5 % by filtered historical simulation over the snapshot's oracle
+history with EWMA (lambda 0.94) vols (see :mod:`aggregation.report_basis`).
+:func:`user_risk_report` builds the basis of one user's slice (O(that user's positions));
+the API builds one basis per snapshot and grid for the whole book and calls
+:func:`report_from_basis`, the same assembly: the bytes agree by construction. Pure: no
+I/O, no clock.
 
 Stable keys (:class:`RiskReport` fields; nested values are frozen dataclasses too):
 ``address``, ``watermark`` ({chain id: block}), ``block_time_s``, ``grid``,
@@ -36,41 +40,28 @@ all-zero report (``has_positions`` False, health factor inf, distances NaN), not
 error: "no risk" is an answer. A malformed or mis-checksummed address raises
 :class:`~aggregation.snapshot.InvalidAddressError`.
 
-Tail risk: returns are daily closes (the last round of each day, ending at the snapshot's
-now) when the history spans at least ``min_returns + 1`` days; otherwise consecutive
-oracle rounds on a common time grid, each return scaled to one day by sqrt(1 day / its
-interval) (Brownian scaling -- a devnet's history spans minutes). Fewer than
-``min_returns`` returns: VaR and ES are None with a note. Options are fully revalued
-(Black-76, vol and time held), everything else is linear in each underlying's move.
 Units: USD losses (positive = loss), moves and distances in percent (``*_pct``).
 """
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
-
-from aggregation.black76 import black76
-from aggregation.hedging import plan_delta_hedge
+from aggregation.report_basis import ReportBasis, ReportParams, TailBasis, TailResult
 from aggregation.risk import (
     BorrowPositions,
+    Breakdown,
     CollateralPositions,
     OptionPositions,
     PerpPositions,
     RiskInputs,
     SupplyPositions,
-    UnifiedRisk,
-    unified_risk,
 )
 from aggregation.scenarios import ScenarioGrid, derive_pmrm_grid
 from aggregation.snapshot import Snapshot, checksummed
 from aggregation.systemic import UserContagion, user_contagion
-from aggregation.tailrisk import tail_risk
 
 __all__ = [
     "BreakdownRow",
@@ -81,25 +72,12 @@ __all__ = [
     "TailEstimate",
     "UnderlyingGreeks",
     "WorstScenario",
+    "report_from_basis",
     "user_risk_report",
 ]
 
-Float = NDArray[np.float64]
 Book = TypeVar("Book", OptionPositions, PerpPositions, CollateralPositions, SupplyPositions,
                BorrowPositions)  # fmt: skip
-DAY_S = 86_400
-
-
-@dataclass(frozen=True, slots=True)
-class ReportParams:
-    """Hedging costs and tail-risk settings of a report."""
-
-    hedge_cost_fraction: float = 5e-4  # proportional cost of trading the hedge (5 bp)
-    risk_aversion_per_usd: float = 1e-4  # Whalley-Wilmott gamma
-    tail_scenarios: int = 10_000
-    tail_seed: int = 0
-    min_returns: int = 20
-    contagion_scenarios: tuple[str, ...] = ()  # named scenarios; () leaves contagion None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,83 +191,96 @@ def user_risk_report(
     grid: ScenarioGrid | None = None,
     params: ReportParams | None = None,
 ) -> RiskReport:
-    """The risk report of ``address`` in ``snapshot`` on ``grid`` (default Derive PMRM)."""
+    """The risk report of ``address`` in ``snapshot`` on ``grid`` (default Derive PMRM),
+    from the basis of that user's slice alone: O(its positions)."""
     address = checksummed(address)
-    grid = grid or derive_pmrm_grid()
     params = params or ReportParams()
     inputs = snapshot.inputs
     at = bisect_left(inputs.users, address)
     known = at < inputs.n_users and inputs.users[at] == address
     one = inputs.user_slice(at) if known else _nobody(inputs, address)
-    risk = unified_risk(one, grid)
-    und = snapshot.underlyings
-    spot = inputs.spot_usd
-    plan = plan_delta_hedge(
-        net_delta=risk.delta_coin[0], net_gamma=risk.gamma[0], current_hedge=np.zeros(len(und)),
-        spot_usd=spot, cost_fraction=params.hedge_cost_fraction,
-        risk_aversion_per_usd=params.risk_aversion_per_usd,
-    )  # fmt: skip
+    tail = TailBasis.prepare(snapshot, params, one)
+    report = report_from_basis(
+        ReportBasis.prepare(tail, grid or derive_pmrm_grid()), address, params.contagion_scenarios
+    )
+    assert report is not None  # the basis covers this address, and only it
+    return report
+
+
+def report_from_basis(
+    basis: ReportBasis, address: str, contagion: tuple[str, ...] = ()
+) -> RiskReport | None:
+    """The report of a checksummed ``address`` from ``basis`` (None when the basis does not
+    cover it), with its share of the ``contagion`` scenarios' losses when any are named."""
+    i = basis.user_index(address)
+    if i is None:
+        return None
+    snapshot, r, h = basis.snapshot, basis.risk, basis.hedge
+    und, spot = snapshot.underlyings, basis.inputs.spot_usd.tolist()
+    delta_coin, delta_usd, gamma = (x[i].tolist() for x in (r.delta_coin, r.delta_usd, r.gamma))
+    vega, theta = r.vega_per_vol_point[i].tolist(), r.theta_per_day[i].tolist()
+    down, up = r.liq_move_down[i].tolist(), r.liq_move_up[i].tolist()
+    target, half, trade = (x[i].tolist() for x in (h.target_hedge, h.band_half_width, h.trade))
+    lower = (h.target_hedge[i] - h.band_half_width[i]).tolist()  # HedgePlan.lower, one row
+    upper = (h.target_hedge[i] + h.band_half_width[i]).tolist()
+    trade_usd, rebalance = (h.trade[i] * basis.inputs.spot_usd).tolist(), h.rebalance[i].tolist()
     return RiskReport(
         address=address,
         watermark=dict(snapshot.watermark),
         block_time_s=dict(snapshot.block_time_s),
-        grid=grid.name,
-        has_positions=any(int(offsets[-1]) for offsets in one.offsets),
-        equity_usd=float(risk.equity_usd[0]),
-        collateral_usd=float(risk.collateral_usd[0]),
-        collateral_after_haircuts_usd=float(risk.collateral_haircut_usd[0]),
-        debt_usd=float(risk.debt_usd[0]),
-        options_mtm_usd=float(risk.options_mtm_usd[0]),
-        perp_pnl_usd=float(risk.perp_pnl_usd[0]),
-        margin_equity_usd=float(risk.margin_equity_usd[0]),
-        initial_margin_usd=float(risk.im_usd[0]),
-        maintenance_margin_usd=float(risk.mm_usd[0]),
-        margin_ratio=float(risk.margin_ratio[0]),
-        account_equity_usd=float(risk.account_equity_usd[0]),
-        account_initial_margin_usd=float(risk.account_im_usd[0]),
-        account_maintenance_margin_usd=float(risk.account_mm_usd[0]),
-        account_margin_ratio=float(risk.account_margin_ratio[0]),
-        liquidatable_accounts=int(risk.liquidatable_accounts[0]),
-        health_factor=float(risk.health_factor[0]),
+        grid=basis.grid.name,
+        has_positions=basis.has_positions(i),
+        equity_usd=float(r.equity_usd[i]),
+        collateral_usd=float(r.collateral_usd[i]),
+        collateral_after_haircuts_usd=float(r.collateral_haircut_usd[i]),
+        debt_usd=float(r.debt_usd[i]),
+        options_mtm_usd=float(r.options_mtm_usd[i]),
+        perp_pnl_usd=float(r.perp_pnl_usd[i]),
+        margin_equity_usd=float(r.margin_equity_usd[i]),
+        initial_margin_usd=float(r.im_usd[i]),
+        maintenance_margin_usd=float(r.mm_usd[i]),
+        margin_ratio=float(r.margin_ratio[i]),
+        account_equity_usd=float(r.account_equity_usd[i]),
+        account_initial_margin_usd=float(r.account_im_usd[i]),
+        account_maintenance_margin_usd=float(r.account_mm_usd[i]),
+        account_margin_ratio=float(r.account_margin_ratio[i]),
+        liquidatable_accounts=int(r.liquidatable_accounts[i]),
+        health_factor=float(r.health_factor[i]),
         greeks={
-            u: UnderlyingGreeks(
-                float(spot[k]),
-                float(risk.delta_coin[0, k]),
-                float(risk.delta_usd[0, k]),
-                float(risk.gamma[0, k]),
-                float(risk.vega_per_vol_point[0, k]),
-                float(risk.theta_per_day[0, k]),
-            )
+            u: UnderlyingGreeks(spot[k], delta_coin[k], delta_usd[k], gamma[k], vega[k], theta[k])
             for k, u in enumerate(und)
         },
         distance_to_liquidation={
-            u: LiquidationDistance(
-                100.0 * float(risk.liq_move_down[0, k]), 100.0 * float(risk.liq_move_up[0, k])
-            )
-            for k, u in enumerate(und)
+            u: LiquidationDistance(100.0 * down[k], 100.0 * up[k]) for k, u in enumerate(und)
         },
         hedge={
             u: HedgeAdvice(
-                float(risk.delta_coin[0, k]),
-                float(plan.target_hedge[k]),
-                float(plan.band_half_width[k]),
-                float(plan.lower[k]),
-                float(plan.upper[k]),
-                float(plan.trade[k]),
-                float(plan.trade[k] * spot[k]),
-                bool(plan.rebalance[k]),
+                delta_coin[k],
+                target[k],
+                half[k],
+                lower[k],
+                upper[k],
+                trade[k],
+                trade_usd[k],
+                rebalance[k],
             )
             for k, u in enumerate(und)
         },
-        worst_scenario=_worst(snapshot, risk, grid),
-        by_chain={c: _row(risk, "by_chain", j) for j, c in enumerate(snapshot.chain_ids)},
-        by_protocol={p: _row(risk, "by_protocol", j) for j, p in enumerate(snapshot.protocols)},
-        tail=_tail(snapshot, one, risk, params),
+        worst_scenario=_worst(basis, i),
+        by_chain={c: _row(r.by_chain, i, j) for j, c in enumerate(snapshot.chain_ids)},
+        by_protocol={p: _row(r.by_protocol, i, j) for j, p in enumerate(snapshot.protocols)},
+        tail=_tail_estimate(basis, basis.tail.estimate(i, r.delta_usd[i])),
         warnings=snapshot.warnings,
-        contagion=user_contagion(snapshot, address, params.contagion_scenarios)
-        if params.contagion_scenarios
-        else None,
+        contagion=user_contagion(snapshot, address, contagion) if contagion else None,
     )
+
+
+def _tail_estimate(basis: ReportBasis, tail: TailResult) -> TailEstimate:
+    t = basis.tail
+    return TailEstimate(
+        tail.var_99_usd, tail.es_975_usd, 1, "ewma", t.params.tail_scenarios, t.n_returns,
+        t.source, tail.note,
+    )  # fmt: skip
 
 
 def _nobody(inputs: RiskInputs, address: str) -> RiskInputs:
@@ -309,92 +300,24 @@ def _empty(book: Book) -> Book:
     return replace(book, **{f.name: getattr(book, f.name)[:0] for f in fields(book)})
 
 
-def _row(risk: UnifiedRisk, which: str, j: int) -> BreakdownRow:
-    b = getattr(risk, which)
-    return BreakdownRow(*(float(getattr(b, f.name)[0, j]) for f in fields(BreakdownRow)))
+def _row(breakdown: Breakdown, i: int, j: int) -> BreakdownRow:
+    return BreakdownRow(*(getattr(breakdown, name)[i, j].item() for name in _BREAKDOWN_FIELDS))
 
 
-def _worst(snapshot: Snapshot, risk: UnifiedRisk, grid: ScenarioGrid) -> WorstScenario | None:
-    s, u = int(risk.worst_scenario[0]), int(risk.worst_underlying[0])
+def _worst(basis: ReportBasis, i: int) -> WorstScenario | None:
+    r, grid = basis.risk, basis.grid
+    s, u = int(r.worst_scenario[i]), int(r.worst_underlying[i])
     if s < 0 or u < 0:
         return None
-    move = grid.spot_multipliers(len(snapshot.underlyings))[u, s] - 1.0
     return WorstScenario(
-        snapshot.underlyings[u], 100.0 * float(move), int(grid.vol_direction[s]),
-        float(grid.weights[s]), float(risk.worst_loss_usd[0]),
-    )  # fmt: skip
-
-
-def _returns(snapshot: Snapshot, min_returns: int) -> tuple[Float | None, str]:
-    """Aligned one-day-equivalent log returns ``(n, U)`` and how they were made."""
-    history = snapshot.history
-    if not history or any(h.price_usd.shape[0] < 2 for h in history):  # noqa: PLR2004
-        return None, "no oracle history for some underlying"
-    start = max(int(h.updated_at_s[0]) for h in history)
-    now = max(snapshot.now_s, *(int(h.updated_at_s[-1]) for h in history))
-    days = (now - start) // DAY_S
-    daily = days >= min_returns + 1
-    if daily:
-        grid = now - DAY_S * np.arange(days, -1, -1, dtype=np.int64)
-        basis = f"{days} daily closes"
-    else:
-        times = np.unique(np.concatenate([h.updated_at_s for h in history]))
-        grid = times[times >= start]
-        basis = f"{grid.size - 1} oracle-round returns scaled to 1 day by sqrt(1 day / interval)"
-    prices = np.stack(
-        [h.price_usd[np.searchsorted(h.updated_at_s, grid, side="right") - 1] for h in history],
-        axis=1,
-    )
-    returns: Float = np.diff(np.log(prices), axis=0)
-    if not daily and returns.shape[0]:
-        returns *= np.sqrt(DAY_S / np.diff(grid).astype(np.float64))[:, None]
-    if returns.shape[0] < min_returns:
-        return None, f"history too short: {returns.shape[0]} returns, {min_returns} needed"
-    chains = sorted({h.chain_id for h in history})
-    return returns, f"{basis}; oracle history of chain(s) {', '.join(map(str, chains))}"
-
-
-def _tail(snapshot: Snapshot, one: RiskInputs, risk: UnifiedRisk, p: ReportParams) -> TailEstimate:
-    returns, basis = _returns(snapshot, p.min_returns)
-    if returns is None:
-        return TailEstimate(None, None, 1, "ewma", p.tail_scenarios, 0, "", basis)
-    moving = (returns != 0.0).any(axis=0)  # a constant price has no vol (and shocks of 0)
-    if not moving.any():
-        return TailEstimate(0.0, 0.0, 1, "ewma", p.tail_scenarios, returns.shape[0], basis, None)
-    n_u = len(snapshot.underlyings)
-    inst, k, o = one.instruments, one.option_instrument, one.options
-    growth = np.exp(one.carry_annual[inst.underlying] * inst.expiry_years)
-    forward = one.spot_usd[inst.underlying] * growth
-    g = black76(forward, inst.strike_usd, inst.expiry_years, inst.vol_annual, 0.0, inst.is_call)
-    held = np.bincount(k, o.size, minlength=inst.strike_usd.shape[0])  # units per contract
-    option_delta_usd = np.bincount(
-        inst.underlying, held * g.delta * growth * one.spot_usd[inst.underlying], minlength=n_u
-    )
-    linear = risk.delta_usd[0] - option_delta_usd
-
-    def revalue(shocks: Float) -> Float:
-        full = np.zeros((shocks.shape[0], n_u))
-        full[:, moving] = shocks
-        shocked = forward[None, :] * (1.0 + full[:, inst.underlying])
-        price = black76(
-            shocked, inst.strike_usd, inst.expiry_years, inst.vol_annual, 0.0, inst.is_call
-        ).price
-        out: Float = ((price - g.price) @ held)[:, None]
-        return out
-
-    result = tail_risk(
-        returns[:, moving], delta_usd=linear[None, moving],
-        revalue=revalue if held.size else None, model="ewma", n_scenarios=p.tail_scenarios,
-        horizon_days=1, seed=p.tail_seed,
-    )  # fmt: skip
-    var, es = float(result.var_99[0]), float(result.es_975[0])
-    finite = math.isfinite(var) and math.isfinite(es)
-    return TailEstimate(
-        var if finite else None, es if finite else None, 1, "ewma", p.tail_scenarios,
-        int(returns.shape[0]), basis, None if finite else "non-finite result",
+        basis.snapshot.underlyings[u], float(basis.move_pct[u, s]), int(grid.vol_direction[s]),
+        float(grid.weights[s]), float(r.worst_loss_usd[i]),
     )  # fmt: skip
 
 
 def report_fields() -> tuple[str, ...]:
     """The top-level keys of a report, in order (the stable JSON interface)."""
     return tuple(f.name for f in fields(RiskReport))
+
+
+_BREAKDOWN_FIELDS = tuple(f.name for f in fields(BreakdownRow))

@@ -10,15 +10,14 @@ the watermark the answer carries. Finally SIGTERM stops the service with exit co
 
 The service is a subprocess on a free loopback port (rate limit off, full recompute every
 5 s). The short form runs with ``make test``; the long one is marked ``slow``. Two more
-tests pin the API's cold-report path (:class:`api.handlers_users.ReportBasis`), which the
-soak exercises: it equals the library for every user and grid, and a basis that drifts
-from the library is not used.
+tests pin the API's cold-report path (the whole book's
+:class:`aggregation.report_basis.ReportBasis`), which the soak exercises: it equals the
+library for every user and grid, with the shared option revaluation table and without.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import signal
@@ -34,12 +33,13 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
+import aggregation.report_basis as report_basis_module
 from aggregation.loader import load_snapshot
+from aggregation.report_basis import ReportBasis, TailBasis
 from aggregation.snapshot import Snapshot
-from aggregation.user_report import user_risk_report
-from api import handlers_users
+from aggregation.user_report import ReportParams, report_from_basis, user_risk_report
 from api.encoding import dumps
-from api.handlers_users import GRIDS, ReportBasis, encode_report, scenario_grid
+from api.handlers_users import GRIDS, encode_report, scenario_grid
 from chains.abi import encode_call
 from chains.deploy import DEPLOYER
 from chains.keeper import ChainContracts, crash
@@ -325,26 +325,30 @@ def snapshot(world: Any) -> Snapshot:
         store.dispose()
 
 
+def _assert_cold_reports_are_the_library_reports(snapshot: Snapshot, tail: TailBasis) -> None:
+    assert tail.shocks is not None  # the world has a history: the tail is simulated
+    for name in GRIDS:
+        basis = ReportBasis.prepare(tail, scenario_grid(name))
+        for user in snapshot.inputs.users:
+            fast = report_from_basis(basis, user)
+            assert fast is not None
+            expected = dumps(user_risk_report(snapshot, user, scenario_grid(name)))
+            assert encode_report(fast) == expected, (name, user)
+    assert report_from_basis(basis, "0x000000000000000000000000000000000000dEaD") is None
+
+
 def test_cold_reports_are_the_library_reports(snapshot: Snapshot) -> None:
     """The API's cold path equals ``user_risk_report`` for every user and grid."""
-    basis = ReportBasis.prepare(snapshot)
-    assert basis is not None, "the basis disagreed with the library (see the warning)"
-    assert basis.contract_pnl is not None  # the shared option revaluation is in use
-    for name in GRIDS:
-        for user in snapshot.inputs.users:
-            fast = basis.report(user, name, ())
-            assert fast is not None
-            assert encode_report(fast) == dumps(
-                user_risk_report(snapshot, user, scenario_grid(name))
-            )
-    assert basis.report("0x000000000000000000000000000000000000dEaD", "derive", ()) is None
+    tail = TailBasis.prepare(snapshot, ReportParams())
+    assert tail.change_usd is not None  # the shared option revaluation is in use
+    _assert_cold_reports_are_the_library_reports(snapshot, tail)
 
 
-def test_a_basis_that_disagrees_is_not_used(
-    snapshot: Snapshot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A drift from the library (here: no worst scenario) turns the basis off, loudly."""
-    monkeypatch.setattr(handlers_users, "_worst", lambda *_: None)
-    with caplog.at_level(logging.WARNING, logger="api.handlers_users"):
-        assert ReportBasis.prepare(snapshot) is None
-    assert "worst_scenario" in caplog.text
+def test_cold_reports_without_the_contract_table(snapshot: Snapshot) -> None:
+    """Books too large for the table revalue each user's options: the same bytes as the
+    library's (which uses a table of the user's own options)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_basis_module, "_TABLE_BYTES", 0)
+        tail = TailBasis.prepare(snapshot, ReportParams())
+    assert tail.change_usd is None
+    _assert_cold_reports_are_the_library_reports(snapshot, tail)
