@@ -180,18 +180,21 @@ class BulkLoad:
         self._written = (0, 0)
 
     def written(self, group: list[Prepared]) -> None:
+        self._written = self._with(group)
+
+    def _with(self, group: list[Prepared]) -> tuple[int, int]:
+        """Events and blocks written by this sync once ``group`` is."""
         events, blocks = self._written
         for item in group:
             events += len(item.raw_rows)
             blocks += item.batch.last - item.batch.first + 1
-        self._written = (events, blocks)
+        return events, blocks
 
     async def before_write(self, group: list[Prepared]) -> None:
         """Defer the indexes if this sync looks large."""
         if self.active or self.limit is None:
             return
-        events = self._written[0] + sum(len(item.raw_rows) for item in group)
-        blocks = self._written[1] + sum(i.batch.last - i.batch.first + 1 for i in group)
+        events, blocks = self._with(group)
         last = group[-1].batch
         expected = events + events / max(1, blocks) * max(0, last.head - last.last)
         if expected <= self.limit:

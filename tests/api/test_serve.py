@@ -9,10 +9,8 @@ exactly the report the library computes there. SIGTERM then stops it with exit c
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from rtrm_testing import serve_process
 
 from aggregation.loader import load_snapshot
 from aggregation.user_report import user_risk_report
@@ -31,8 +30,6 @@ from chains.rpc import RpcClient, hex_to_int
 from indexer.store import open_store
 
 pytestmark = pytest.mark.chain
-
-RTRM = Path(sys.executable).with_name("rtrm")
 
 
 @pytest.fixture
@@ -51,28 +48,10 @@ def devnet(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def served(devnet: Any, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTRM_")}
-    env |= {"RTRM_CONFIG": str(devnet.config_path), "RTRM_API_TOKEN": "t" * 32}
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [str(RTRM), "serve", "--port", "0", "--full-recompute", "3600"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("RTRM serving on http://127.0.0.1:"), first
-        yield process, first.split()[-1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        assert process.stdout is not None
-        process.stdout.close()
-        log.close()
+    env = {"RTRM_API_TOKEN": "t" * 32}
+    log = tmp_path / "serve.log"
+    with serve_process(devnet.config_path, log, "--full-recompute", "3600", env=env) as served:
+        yield served
 
 
 def _wait_for(predicate: Any, timeout_s: float = 30.0) -> Any:

@@ -18,11 +18,9 @@ library for every user and grid, with the shared option revaluation table and wi
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
+from rtrm_testing import serve_process
 
 import aggregation.report_basis as report_basis_module
 from aggregation.loader import load_snapshot
@@ -50,7 +49,6 @@ from indexer.store import open_store
 
 pytestmark = pytest.mark.chain
 
-RTRM = Path(sys.executable).with_name("rtrm")
 POLLED_USERS = 6
 T = TypeVar("T")
 
@@ -71,27 +69,10 @@ def devnet(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def served(devnet: Any, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTRM_")}
-    env |= {"RTRM_CONFIG": str(devnet.config_path), "RTRM_API_RATE_LIMIT": "0"}
-    with (tmp_path / "serve.log").open("w") as log:
-        process = subprocess.Popen(
-            [str(RTRM), "serve", "--port", "0", "--full-recompute", "5"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-        )
-        try:
-            assert process.stdout is not None
-            first = process.stdout.readline()
-            assert first.startswith("RTRM serving on http://127.0.0.1:"), first
-            yield process, first.split()[-1]
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
-            assert process.stdout is not None
-            process.stdout.close()
+    env = {"RTRM_API_RATE_LIMIT": "0"}
+    log = tmp_path / "serve.log"
+    with serve_process(devnet.config_path, log, "--full-recompute", "5", env=env) as served:
+        yield served
 
 
 def _wait_for(what: str, predicate: Callable[[], T | None], timeout_s: float = 60.0) -> T:

@@ -9,6 +9,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -195,3 +200,34 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
     return value
+
+
+@contextlib.contextmanager
+def serve_process(
+    config_path: str | Path, log_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``rtrm serve --port 0 *args`` on the devnet of ``config_path`` (no other ``RTRM_*``
+    variable than ``env`` leaks in), stderr to ``log_path``: the process and its URL once
+    it announced it; killed on exit if still running."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RTRM_")}
+    clean |= {"RTRM_CONFIG": str(config_path), **(env or {})}
+    rtrm = Path(sys.executable).with_name("rtrm")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(rtrm), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=clean,
+        )
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            assert first.startswith("RTRM serving on http://127.0.0.1:"), first
+            yield process, first.split()[-1]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            assert process.stdout is not None
+            process.stdout.close()
