@@ -39,10 +39,10 @@ from itertools import islice
 from operator import itemgetter
 from typing import Any
 
+from Crypto.Hash import keccak as pycryptodome_keccak
 from eth_abi.abi import decode as abi_decode
 from eth_abi.grammar import ABIType, BasicType, TupleType
 from eth_abi.grammar import parse as parse_abi_type
-from eth_utils.crypto import keccak
 
 from chains.abi import parse_signature
 from chains.artifacts import EventAbi, event_table
@@ -51,7 +51,14 @@ from indexer.exceptions import DecodeError
 __all__ = ["ArgValue", "DecodedLog", "LogDecoder", "decode_logs", "default_decoder"]
 
 ArgValue = int | str | bool | bytes | tuple[Any, ...]
-DEFAULT_CACHE_SIZE = 65_536  # entries per address cache; ~16 MB when full
+# Entries per address cache of a decoder (topic -> address, data word -> address, contract
+# -> address). A miss costs a checksum (a keccak, ~7 µs) and a world's addresses recur far
+# apart (a backfill meets every user once per phase of activity: with 65k entries, a 280k
+# user world missed on nearly every log), so they hold half a million addresses: up to
+# ~300 B per address and form, ~250 MB when full.
+DEFAULT_CACHE_SIZE = 524_288
+_CHECKSUM_CACHE_SIZE = 65_536  # the same address in another form: usually the same log
+_BIT5 = int.from_bytes(b"\x20" * 40, "big")  # bit 5 of each of 40 bytes
 _WORD = 32
 _HEX_WORD = 66  # characters of a 0x-hex 32-byte word
 _LOG_KEYS: tuple[str, ...] = ("topics", "data", "address", "blockNumber", "blockHash")
@@ -125,12 +132,18 @@ _QUANTITIES = _Quantities({hex(i): i for i in range(4096)})
 # ---------------------------------------------------------------- words and addresses
 
 
-@lru_cache(maxsize=DEFAULT_CACHE_SIZE)
+@lru_cache(maxsize=_CHECKSUM_CACHE_SIZE)
 def _checksum(body: str) -> str:
     """EIP-55: 40 hex digits (no ``0x``, already validated) -> ``"0x"`` + mixed case."""
-    lower = body.lower()
-    digest = keccak(lower.encode()).hex()[:40]
-    return "0x" + "".join(c.upper() if d > "7" else c for c, d in zip(lower, digest, strict=True))
+    lower = body.lower().encode()
+    digest = pycryptodome_keccak.new(data=lower, digest_bits=256).digest()
+    # Upper-case the letters whose digest nibble is >= 8, 40 characters at once: as 320-bit
+    # integers with one ASCII character per byte, a digit >= 8 ('8', '9', 'a'-'f') has bit 3
+    # or bit 6 set, a letter bit 6, and upper case is lower case with bit 5 cleared.
+    nibbles = int.from_bytes(digest[:20].hex().encode(), "big")
+    high = ((nibbles >> 1) | (nibbles << 2)) & _BIT5
+    text = int.from_bytes(lower, "big")
+    return "0x" + (text ^ ((text >> 1) & high)).to_bytes(40, "big").decode()
 
 
 def _checked_address(address: Any) -> str:

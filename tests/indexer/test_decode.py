@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from chains.abi import event_topic
 from chains.artifacts import EventAbi, event_table
-from indexer.decode import DecodedLog, LogDecoder, _Builder, decode_logs, default_decoder
+from indexer.decode import (
+    DecodedLog,
+    LogDecoder,
+    _Builder,
+    _checksum,
+    decode_logs,
+    default_decoder,
+)
 from indexer.exceptions import DecodeError, IndexerError
 
 CHAIN = 42161
@@ -270,6 +277,12 @@ def test_large_quantities_and_batches_keep_order() -> None:
     assert [d.block_number for d in decoded] == [10**12 + i // 3 for i in range(10)]
     assert [d.log_index for d in decoded] == [5000 + i for i in range(10)]
     assert [d.args["current"] for d in decoded] == [-i for i in range(10)]
+
+
+@given(st.binary(min_size=20, max_size=20), st.booleans())
+def test_checksum_is_eip55(raw: bytes, upper: bool) -> None:
+    body = raw.hex().upper() if upper else raw.hex()
+    assert _checksum.__wrapped__(body) == to_checksum_address("0x" + body)
 
 
 def test_address_caches_stay_bounded_and_correct() -> None:
