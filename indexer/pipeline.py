@@ -18,7 +18,8 @@ transaction. The garbage collector's automatic passes are paused while a sync ru
 (:mod:`indexer.gcpolicy`).
 
 A sync that expects to write more than ``bulk_events`` events drops the indexes on random
-keys and builds them when it ends (:class:`indexer.writer.BulkLoad`).
+keys and builds them when it ends (:class:`indexer.writer.BulkLoad`); on SQLite its commits
+run in a child process (:mod:`indexer.writerproc`) while this one fetches and decodes.
 
 Reorgs, finality and pauses are in :mod:`indexer.reorg`.
 """
@@ -50,6 +51,7 @@ from indexer.reorg import Paused, Reorged, ReorgHandling, Restarted
 from indexer.state import ChainState, ContractInfo
 from indexer.store import Store, reset_chain
 from indexer.writer import BulkLoad, Prepared, decode_batch, prepare_range, write_ranges
+from indexer.writerproc import WriterProcess
 
 __all__ = ["BatchReport", "ChainClient", "ChainIndexer", "IndexerOptions", "decode_batch"]
 
@@ -78,6 +80,7 @@ class IndexerOptions:
     fetch_concurrency: int = 2  # eth_getLogs calls in flight at once
     write_ahead: int = 8  # ranges decoded ahead of the writer (written together if waiting)
     bulk_events: int | None = 200_000  # a sync expecting more defers indexes (None: never)
+    writer_process: bool = True  # such a sync into SQLite commits from a child process
     pause_recheck_s: float = 5.0  # how often a paused chain looks again (syncing node)
 
 
@@ -130,6 +133,7 @@ class ChainIndexer(ReorgHandling):
         self._errors_seen: dict[tuple[str, str], int] = {}  # client error counts exported
         self._abort = False  # a pipeline stage failed: the others stop between ranges
         self.bulk = BulkLoad(self.chain_id, store, self.options.bulk_events)
+        self._writer: WriterProcess | None = None  # commits of a bulk backfill
         self._topics = event_table()
         self.fetcher = RangeFetcher(
             self.chain_id,
@@ -291,6 +295,9 @@ class ChainIndexer(ReorgHandling):
             await self._offer(fetched, None, stages)
             results = await asyncio.gather(*stages, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                await asyncio.to_thread(writer.close)
             await self.bulk.end_sync(failed=bool(failures))
             if failures:
                 raise failures[0]
@@ -359,19 +366,26 @@ class ChainIndexer(ReorgHandling):
             item = await prepared.get()
             if item is None:
                 break
-            group, events = [item], len(item.raw_rows)
+            group, events = [item], item.events
             while events < _GROUP_EVENTS and not prepared.empty():
                 waiting = prepared.get_nowait()
                 if waiting is None:
                     done = True
                     break
                 group.append(waiting)
-                events += len(waiting.raw_rows)
+                events += waiting.events
             if failure is not None:
                 continue
             try:
                 started = time.perf_counter()
                 await self.bulk.before_write(group)
+                if self._wants_writer_process():
+                    self._writer = WriterProcess(self.store.database_url, self.chain_id)
+                    log.info(
+                        "chain %s: commits run in writer process %s until the backfill ends",
+                        self.chain_id,
+                        self._writer.pid,
+                    )
                 await asyncio.to_thread(self._commit, group)
             except BaseException as exc:
                 failure, self._abort = exc, True
@@ -432,10 +446,25 @@ class ChainIndexer(ReorgHandling):
         assert self.state is not None
         return prepare_range(self.chain_id, self.state, self._topics, batch)
 
+    def _wants_writer_process(self) -> bool:
+        """A bulk backfill into SQLite commits from a child process (the database's work
+        runs in the committing process; PostgreSQL's server is a process of its own, and
+        pickling rows for a child cost more there than it saved)."""
+        return (
+            self.bulk.active
+            and self.options.writer_process
+            and self.store.dialect == "sqlite"
+            and self._writer is None
+        )
+
     def _commit(self, group: list[Prepared]) -> None:
         """Write prepared ranges and move the cursor, in one transaction."""
-        with self.store.transaction() as conn:
-            write_ranges(conn, self.chain_id, group)
+        rows = [item.rows for item in group]
+        if self._writer is not None:
+            self._writer.write(rows)
+        else:
+            with self.store.transaction() as conn:
+                write_ranges(conn, self.chain_id, rows)
         batch = group[-1].batch
         self.cursor = (batch.last, str(batch.header["hash"]))
 

@@ -76,7 +76,13 @@ class Store:
 
     @property
     def url(self) -> str:
+        """The database URL, password hidden (for messages)."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL to connect with (another process's engine)."""
+        return self.engine.url.render_as_string(hide_password=False)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -30,7 +30,7 @@ from indexer.fetch import FetchedRange
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes
 from indexer.store import BulkWriter, Store
 
-__all__ = ["BulkLoad", "Prepared", "decode_batch", "prepare_range", "write_ranges"]
+__all__ = ["BulkLoad", "Prepared", "RangeRows", "decode_batch", "prepare_range", "write_ranges"]
 
 log = logging.getLogger("indexer.pipeline")
 
@@ -53,14 +53,30 @@ LedgerRow = tuple[int, int, str, str | None, int | None]
 
 
 @dataclass(slots=True)
+class RangeRows:
+    """What one range's transaction writes: plain rows, picklable (a writer process may
+    write them, :mod:`indexer.writerproc`)."""
+
+    last: int
+    block_hash: str  # of ``last``: the cursor's hash once written
+    head: int
+    finalized: int
+    raw_rows: list[tuple[Any, ...]]
+    changes: Changes
+    ledger: list[LedgerRow]
+
+
+@dataclass(slots=True)
 class Prepared:
     """A range decoded and derived, ready for its transaction."""
 
     batch: FetchedRange
-    raw_rows: list[tuple[Any, ...]]
-    changes: Changes
-    ledger: list[LedgerRow]
+    rows: RangeRows
     prepare_s: float
+
+    @property
+    def events(self) -> int:
+        return len(self.rows.raw_rows)
 
 
 def prepare_range(
@@ -71,19 +87,21 @@ def prepare_range(
     started = time.perf_counter()
     raw_logs = batch.logs
     changes = state.apply(decode_batch(chain_id, raw_logs))
-    raw_rows = [_raw_row(chain_id, topics, entry) for entry in raw_logs]
-    blocks = {int(e["blockNumber"], 16): e["blockHash"] for e in raw_logs}
+    raw_rows, blocks = _raw_rows(chain_id, topics, raw_logs)
     blocks.pop(batch.last, None)
     header = batch.header
     ledger: list[LedgerRow] = [(chain_id, n, h, None, None) for n, h in sorted(blocks.items())]
     timestamp = int(header["timestamp"], 16)
     ledger.append((chain_id, batch.last, header["hash"], header["parentHash"], timestamp))
-    return Prepared(batch, raw_rows, changes, ledger, time.perf_counter() - started)
+    rows = RangeRows(
+        batch.last, str(header["hash"]), batch.head, batch.finalized, raw_rows, changes, ledger
+    )
+    return Prepared(batch, rows, time.perf_counter() - started)
 
 
-def write_ranges(conn: Connection, chain_id: int, group: list[Prepared]) -> None:
-    """Write ``group`` (consecutive prepared ranges, in order), then move the cursor and
-    the chain's counters to its end; the caller holds the transaction.
+def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> None:
+    """Write ``group`` (consecutive ranges, in order), then move the cursor and the
+    chain's counters to its end; the caller holds the transaction.
 
     On PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit`` off
     for this transaction only): a database crash may forget the last ranges written, but
@@ -102,9 +120,9 @@ def write_ranges(conn: Connection, chain_id: int, group: list[Prepared]) -> None
         for table, inserts in changes.inserts.items():
             writer.insert(table, VERSION_COLUMNS[table], inserts)
         writer.insert("block", _LEDGER_COLUMNS, item.ledger)
-    batch = group[-1].batch
+    end = group[-1]
     events = sum(len(item.raw_rows) for item in group)
-    params = {"c": chain_id, "b": batch.last, "h": str(batch.header["hash"])}
+    params = {"c": chain_id, "b": end.last, "h": end.block_hash}
     updated = conn.execute(
         text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
         params,
@@ -119,28 +137,43 @@ def write_ranges(conn: Connection, chain_id: int, group: list[Prepared]) -> None
             "UPDATE chain SET events = events + :e, head_block = :head, "
             "finalized_block = :fin, updated_at = :t WHERE chain_id = :c"
         ),
-        {"c": chain_id, "e": events, "head": batch.head, "fin": batch.finalized, "t": time.time()},
+        {"c": chain_id, "e": events, "head": end.head, "fin": end.finalized, "t": time.time()},
     )
 
 
-def _raw_row(
-    chain_id: int, topics_of: Mapping[str, EventAbi], entry: Mapping[str, Any]
-) -> tuple[Any, ...]:
-    topics = entry["topics"]
-    event = topics_of.get(topics[0]) if topics else None
-    return (
-        chain_id,
-        int(entry["blockNumber"], 16),
-        entry["blockHash"],
-        entry["transactionHash"],
-        int(entry["transactionIndex"], 16),
-        int(entry["logIndex"], 16),
-        entry["address"],
-        event.contract if event else "",
-        event.name if event else "",
-        ",".join(topics),
-        entry["data"],
-    )
+def _raw_rows(
+    chain_id: int, topics_of: Mapping[str, EventAbi], logs: list[dict[str, Any]]
+) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
+    """The raw-event rows of ``logs`` (in block order) and the hash of each block they
+    are in; one pass, each block number parsed once."""
+    rows: list[tuple[Any, ...]] = []
+    blocks: dict[int, str] = {}
+    append = rows.append
+    last_hex: Any = None
+    number = 0
+    for entry in logs:
+        topics = entry["topics"]
+        event = topics_of.get(topics[0]) if topics else None
+        block_hex = entry["blockNumber"]
+        if block_hex != last_hex:
+            number, last_hex = int(block_hex, 16), block_hex
+            blocks[number] = entry["blockHash"]
+        append(
+            (
+                chain_id,
+                number,
+                entry["blockHash"],
+                entry["transactionHash"],
+                int(entry["transactionIndex"], 16),
+                int(entry["logIndex"], 16),
+                entry["address"],
+                event.contract if event else "",
+                event.name if event else "",
+                ",".join(topics),
+                entry["data"],
+            )
+        )
+    return rows, blocks
 
 
 def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:
@@ -186,7 +219,7 @@ class BulkLoad:
         """Events and blocks written by this sync once ``group`` is."""
         events, blocks = self._written
         for item in group:
-            events += len(item.raw_rows)
+            events += item.events
             blocks += item.batch.last - item.batch.first + 1
         return events, blocks
 

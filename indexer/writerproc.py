@@ -1,0 +1,150 @@
+"""A chain's write transactions in a process of their own, for large SQLite backfills.
+
+One Python process runs fetching, decoding and deriving on one core (the GIL), and
+committing rows to SQLite, whose work runs in the committing process, adds about half as
+much again. During a bulk backfill (:class:`indexer.writer.BulkLoad`) a
+:class:`WriterProcess` takes the commits: the indexer sends each group of prepared ranges
+(:class:`indexer.writer.RangeRows`, pickled) through a pipe and waits for the answer, as it
+waited for its own thread before, while it prepares the next ranges on its own core. Order,
+grouping and the one-transaction rule do not change: the child runs
+:func:`indexer.writer.write_ranges` in one transaction per group and answers only after
+the commit.
+
+Invariants:
+
+- The child never outlives the indexer: it asks the kernel for ``SIGKILL`` when its parent
+  dies (``PR_SET_PDEATHSIG``) and checks the parent is still the one that started it, so a
+  ``kill -9`` of the indexer ends it at once, committed or rolled back as a whole; a
+  restarted indexer never meets a late commit.
+- A failed or dead child is a :class:`~indexer.exceptions.StoreError` in the indexer (the
+  runner restarts the chain from the store); the child is stopped either way.
+- Start it from the thread that lives as long as it (the event loop's): ``PR_SET_PDEATHSIG``
+  follows the thread that started the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import pickle
+import signal
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from indexer.exceptions import StoreError
+from indexer.store import describe, open_store
+from indexer.writer import RangeRows, write_ranges
+
+__all__ = ["WriterProcess"]
+
+_PR_SET_PDEATHSIG = 1
+_READY = "ready"
+_START_TIMEOUT_S = 120.0
+
+
+class WriterProcess:
+    """One chain's commits in a child process (module docstring)."""
+
+    def __init__(self, database_url: str, chain_id: int) -> None:
+        self.chain_id = chain_id
+        context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_serve,
+            args=(database_url, chain_id, child_end, os.getpid()),
+            name=f"rtrm-writer-{chain_id}",
+            daemon=True,
+        )
+        self._process.start()
+        child_end.close()
+        self._ready = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def wait_ready(self) -> None:
+        """Block until the child has opened the store (blocking: call from a thread)."""
+        if self._ready:
+            return
+        if not self._pipe.poll(_START_TIMEOUT_S):
+            self.close()
+            raise StoreError(f"chain {self.chain_id}: the writer process did not start")
+        self._answer()
+        self._ready = True
+
+    def write(self, group: list[RangeRows]) -> None:
+        """Commit ``group`` in one transaction in the child; returns after the commit.
+        Blocking: call it from a thread."""
+        self.wait_ready()
+        try:
+            self._pipe.send_bytes(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            self.close()
+            raise StoreError(self._died()) from None
+        self._answer()
+
+    def _answer(self) -> None:
+        try:
+            reply = self._pipe.recv()
+        except (EOFError, OSError):
+            self.close()
+            raise StoreError(self._died()) from None
+        if reply not in (None, _READY):
+            self.close()
+            raise StoreError(f"chain {self.chain_id}: the writer process failed: {reply}")
+
+    def _died(self) -> str:
+        self._process.join(timeout=5)
+        return (
+            f"chain {self.chain_id}: the writer process died (exit code "
+            f"{self._process.exitcode}); the chain restarts from the store"
+        )
+
+    def close(self) -> None:
+        """Stop the child (after its current transaction) and wait for it; idempotent."""
+        with contextlib.suppress(OSError):
+            self._pipe.send_bytes(b"")
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._pipe.close()
+
+
+def _serve(database_url: str, chain_id: int, pipe: Pipe, parent: int) -> None:
+    """The child: commit each group received until an empty message or EOF."""
+    _die_with(parent)
+    store = open_store(database_url, migrate=False)
+    try:
+        pipe.send(_READY)
+        while True:
+            try:
+                message = pipe.recv_bytes()
+            except EOFError:
+                return
+            if not message:
+                return
+            group: list[RangeRows] = pickle.loads(message)
+            reply: Any = None
+            try:
+                with store.transaction() as conn:
+                    write_ranges(conn, chain_id, group)
+            except Exception as exc:  # the indexer decides; this process only reports
+                reply = describe(exc)
+            pipe.send(reply)
+    finally:
+        store.dispose()
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when ``parent`` dies; exit now if it already has. Ctrl-C (SIGINT to the
+    terminal's process group) is the indexer's to handle: it stops between ranges and then
+    closes this process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)

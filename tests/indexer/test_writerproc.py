@@ -1,0 +1,141 @@
+"""A bulk backfill's commits in a child process: same transactions, failures reported, no
+orphan (the end-to-end equality and kill -9 cases are in test_bulk.py and test_crash.py,
+whose bulk backfills commit through it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from indexer.exceptions import StoreError
+from indexer.state import Changes
+from indexer.store import open_store
+from indexer.writer import LedgerRow, RangeRows
+from indexer.writerproc import WriterProcess
+
+CHAIN = 31337
+BLOCK = "0x" + "ab" * 32
+
+
+def _rows(last: int, raw: list[tuple[Any, ...]]) -> RangeRows:
+    ledger: list[LedgerRow] = [(CHAIN, last, BLOCK, "0x" + "cd" * 32, 1_700_000_000)]
+    return RangeRows(last, BLOCK, last + 5, last - 1, raw, Changes(), ledger)
+
+
+def _raw(index: int) -> tuple[Any, ...]:
+    tx = "0x" + f"{index:064x}"
+    return (CHAIN, 7, BLOCK, tx, 0, index, "0x" + "11" * 20, "", "", "0x" + "22" * 32, "0x")
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(") ", 1)[1][0] != "Z"  # a zombie has ended
+
+
+def _wait_gone(pid: int | None, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _seed_chain(url: str) -> None:
+    store = open_store(url)
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO chain (chain_id, name, genesis_hash, finality_depth, events, "
+                    "reorgs, head_block, finalized_block, updated_at) "
+                    "VALUES (:c, 'test', :g, 2, 0, 0, 0, 0, 0)"
+                ),
+                {"c": CHAIN, "g": BLOCK},
+            )
+    finally:
+        store.dispose()
+
+
+def test_commits_rows_cursor_and_counters_in_one_transaction(store_url: str) -> None:
+    _seed_chain(store_url)
+    writer = WriterProcess(store_url, CHAIN)
+    try:
+        writer.write([_rows(7, [_raw(0), _raw(1)]), _rows(8, [_raw(2)])])
+    finally:
+        writer.close()
+    assert _wait_gone(writer.pid)
+    store = open_store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            events = conn.execute(text("SELECT COUNT(*) FROM raw_event")).scalar()
+            cursor = conn.execute(text("SELECT block_number, block_hash FROM cursor")).one()
+            counted = conn.execute(text("SELECT events, head_block FROM chain")).one()
+    finally:
+        store.dispose()
+    assert events == 3
+    assert tuple(cursor) == (8, BLOCK)
+    assert tuple(counted) == (3, 13)
+
+
+def test_a_failed_commit_is_a_store_error_and_writes_nothing(store_url: str) -> None:
+    _seed_chain(store_url)
+    writer = WriterProcess(store_url, CHAIN)
+    broken = _rows(7, [_raw(0), (CHAIN, 7)])  # a row short of columns
+    with pytest.raises(StoreError, match="writer process failed"):
+        writer.write([broken])
+    assert _wait_gone(writer.pid)
+    store = open_store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM raw_event")).scalar() == 0
+            assert conn.execute(text("SELECT COUNT(*) FROM cursor")).scalar() == 0
+    finally:
+        store.dispose()
+
+
+def test_a_dead_child_is_a_store_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/rtrm.db"
+    open_store(url).dispose()
+    writer = WriterProcess(url, CHAIN)
+    writer.wait_ready()
+    assert writer.pid is not None
+    os.kill(writer.pid, signal.SIGKILL)
+    with pytest.raises(StoreError, match="writer process died"):
+        writer.write([_rows(7, [_raw(0)])])
+
+
+def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/rtrm.db"
+    open_store(url).dispose()
+    script = (
+        "import sys, time\n"
+        "from indexer.writerproc import WriterProcess\n"
+        f"w = WriterProcess({url!r}, {CHAIN})\n"
+        "w.wait_ready()\n"
+        "print(w.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+            assert _alive(child)
+            parent.kill()  # kill -9: no clean-up runs in the parent
+            parent.wait()
+            assert _wait_gone(child), "the writer process outlived its indexer"
+        finally:
+            parent.kill()
