@@ -387,7 +387,9 @@ def test_answers_never_go_back_and_include_each_users_blocks(world: Any, seed: i
                     for chain, block in last_touch[user].items():
                         if claimed.get(chain, -1) >= block:
                             assert cut[chain] >= block, (user, chain, block, cut, claimed)
-                await asyncio.sleep(0)
+                # A pause, not sleep(0): a reader that never lets go of the GIL makes the
+                # writer thread wait a switch interval (5 ms) for it after every statement.
+                await asyncio.sleep(0.001)
 
         task = asyncio.create_task(reader())
         for _ in range(60):

@@ -112,5 +112,6 @@ def test_soak_short(small_devnet: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 240 s of traffic, up to 60 s to catch up, a fresh index
 def test_soak_long(small_devnet: Any, store_url: str, tmp_path: Path) -> None:
     _soak(small_devnet, store_url, tmp_path, seconds=240, seed=2)
