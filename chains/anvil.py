@@ -21,7 +21,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import platform
@@ -31,7 +30,6 @@ import socket
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +37,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from chains.exceptions import DevnetError, PortInUseError, RPCError, ToolchainError
+from chains.lifetime import pdeathsig_hook
 from chains.rpc import RpcClient, hex_to_int
 
 __all__ = [
@@ -58,7 +57,6 @@ LOOPBACK = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _PLATFORMS = {"Linux": "linux", "Darwin": "darwin"}
 _ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-_PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 15
 _MAX_PORT = 65535
 _FREE_PORT_ATTEMPTS = 3  # a port chosen by free_port() can be taken before anvil binds it
@@ -404,7 +402,7 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_pdeathsig_hook() if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=pdeathsig_hook() if die_with_parent else None,  # noqa: PLW1509
             close_fds=True,
         )
     except OSError as exc:
@@ -412,22 +410,6 @@ def _spawn(
     finally:
         if not isinstance(log, int):
             log.close()  # the child holds its own descriptor
-
-
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    """A pre-exec hook asking the kernel to SIGKILL the child when its parent dies."""
-    if platform.system() != "Linux":
-        return None  # no PR_SET_PDEATHSIG; stop() and signal handlers must do the job
-    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: no loading in the child
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died between fork and prctl
-            os._exit(1)
-
-    return hook
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -25,7 +25,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import pickle
@@ -33,13 +32,13 @@ import signal
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+from chains.lifetime import pdeathsig_hook
 from indexer.exceptions import StoreError
 from indexer.store import describe, open_store
 from indexer.writer import RangeRows, write_ranges
 
 __all__ = ["WriterProcess"]
 
-_PR_SET_PDEATHSIG = 1
 _READY = "ready"
 _START_TIMEOUT_S = 120.0
 
@@ -72,7 +71,7 @@ class WriterProcess:
         if not self._pipe.poll(_START_TIMEOUT_S):
             self.close()
             raise StoreError(f"chain {self.chain_id}: the writer process did not start")
-        self._answer()
+        self._answer(_READY)
         self._ready = True
 
     def write(self, group: list[RangeRows]) -> None:
@@ -84,15 +83,16 @@ class WriterProcess:
         except OSError:
             self.close()
             raise StoreError(self._died()) from None
-        self._answer()
+        self._answer(None)
 
-    def _answer(self) -> None:
+    def _answer(self, expected: str | None) -> None:
+        """Read the child's reply: ``expected``, or the description of its failure."""
         try:
             reply = self._pipe.recv()
         except (EOFError, OSError):
             self.close()
             raise StoreError(self._died()) from None
-        if reply not in (None, _READY):
+        if reply != expected:
             self.close()
             raise StoreError(f"chain {self.chain_id}: the writer process failed: {reply}")
 
@@ -144,7 +144,6 @@ def _die_with(parent: int) -> None:
     terminal's process group) is the indexer's to handle: it stops between ranges and then
     closes this process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
+    hook = pdeathsig_hook(parent)
+    if hook is not None:
+        hook()
