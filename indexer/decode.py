@@ -450,6 +450,11 @@ class LogDecoder:
                 raise _diagnose(self._plans, chain_id, log, exc) from None
         return out
 
+    def diagnose(self, chain_id: int, log: Any, error: Exception) -> DecodeError:
+        """The :class:`DecodeError` for ``log``, which failed with ``error`` (as raised by
+        :meth:`decode_logs`): chain, block, transaction, log index, event, field, reason."""
+        return _diagnose(self._plans, chain_id, log, error)
+
     def _skip(self, log: Mapping[str, Any], unknown: list[Mapping[str, Any]] | None) -> None:
         topics = log["topics"]
         if not isinstance(topics, list | tuple) or not all(isinstance(t, str) for t in topics):

@@ -6,7 +6,8 @@ Three kinds of table:
   reason, counters), :class:`Cursor` (the last fully indexed block and its hash),
   :class:`Block` (the block ledger: number, hash and, when the header was fetched,
   parent hash) and :class:`Reorg` (every rollback, with its depth);
-- **facts** — :class:`RawEvent` (every log, unique on ``(chain_id, tx_hash, log_index)``)
+- **facts** — :class:`RawEvent` (every log, keyed by ``(chain_id, block_number,
+  log_index)`` and unique on ``(chain_id, tx_hash, log_index)``)
   and append-only tables of decoded events (:class:`OraclePrice`, :class:`VolUpdate`,
   :class:`FundingUpdate`, :class:`OptionSeries`, :class:`SeriesSettlement`,
   :class:`Liquidation`, :class:`BadDebt`, :class:`InsuranceEvent`,
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Dialect, Index, Integer, Numeric, String
+from sqlalchemy import BigInteger, Dialect, Index, Integer, LargeBinary, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
@@ -173,26 +174,30 @@ class Reorg(SQLModel, table=True):
 
 
 class RawEvent(SQLModel, table=True):
-    """Every indexed log, exactly once."""
+    """Every indexed log, exactly once, as the node sent it, compactly.
+
+    The key is where the log stands, ``(chain_id, block_number, log_index)``: rows arrive in
+    key order, so a backfill appends (no surrogate id, no second index on the block).
+    Hashes, topics and data are bytes, half the size of 0x-hex text; ``topics`` is topic0..N
+    concatenated, 32 bytes each. The block hash is the ledger's (:class:`Block` holds every
+    block with a log); the event's name is ``chains.artifacts.event_table()[topic0]``.
+    """
 
     __tablename__ = "raw_event"
-    __table_args__ = (
-        Index("uq_raw_event", "chain_id", "tx_hash", "log_index", unique=True),
-        Index("ix_raw_event_block", "chain_id", "block_number"),
-    )
+    __table_args__ = (Index("uq_raw_event", "chain_id", "tx_hash", "log_index", unique=True),)
 
-    id: int | None = Field(default=None, sa_type=_SERIAL, primary_key=True)
-    chain_id: int = Field(sa_type=BigInteger)
-    block_number: int = _block()
-    block_hash: str = _hash()
-    tx_hash: str = _hash()
+    chain_id: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    block_number: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    log_index: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    tx_hash: bytes = Field(sa_type=LargeBinary(32))
     tx_index: int
-    log_index: int
-    address: str = _address()
-    contract: str = Field(sa_type=String(32))
-    event: str = Field(sa_type=String(48))
-    topics: str = Field(sa_type=String(280))  # topic0..3, comma-separated 0x-hex
-    data: str
+    address: bytes = Field(sa_type=LargeBinary(20))
+    topics: bytes = Field(sa_type=LargeBinary(128))
+    data: bytes = Field(sa_type=LargeBinary)
 
 
 # ---------------------------------------------------------------- append-only facts

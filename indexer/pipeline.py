@@ -37,7 +37,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from chains.artifacts import event_table
 from chains.endpoints import RpcPolicy
 from chains.exceptions import ChainError
 from chains.spec import ChainSpec
@@ -134,7 +133,6 @@ class ChainIndexer(ReorgHandling):
         self._abort = False  # a pipeline stage failed: the others stop between ranges
         self.bulk = BulkLoad(self.chain_id, store, self.options.bulk_events)
         self._writer: WriterProcess | None = None  # commits of a bulk backfill
-        self._topics = event_table()
         self.fetcher = RangeFetcher(
             self.chain_id,
             client,
@@ -444,7 +442,7 @@ class ChainIndexer(ReorgHandling):
 
     def _prepare(self, batch: FetchedRange) -> Prepared:
         assert self.state is not None
-        return prepare_range(self.chain_id, self.state, self._topics, batch)
+        return prepare_range(self.chain_id, self.state, batch)
 
     def _wants_writer_process(self) -> bool:
         """A bulk backfill into SQLite commits from a child process (the database's work

@@ -6,7 +6,7 @@
 
 Writes of one indexed range happen in one transaction (:meth:`Store.transaction`), through
 :class:`BulkWriter`, which bypasses the ORM for speed: ``executemany`` on SQLite and
-``COPY … FROM STDIN`` on PostgreSQL for inserts, a keyed bulk ``UPDATE`` for closing
+binary ``COPY … FROM STDIN`` on PostgreSQL for inserts, a keyed bulk ``UPDATE`` for closing
 versions. :func:`rollback` removes everything a chain wrote above a block: two statements
 per versioned table, one per fact table, on both databases.
 
@@ -24,6 +24,7 @@ ledger and cursor together or nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,10 +35,25 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Index, create_engine, event, inspect, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeEngine
 
 from indexer.exceptions import StoreError, WriterLockedError
 from indexer.models import (
@@ -279,15 +295,16 @@ def schema_differences(store: Store) -> list[Any]:
 
 
 class BulkWriter:
-    """Fast inserts and version closes inside one transaction, per dialect."""
+    """Fast inserts and version closes inside one transaction, per dialect.
+
+    PostgreSQL gets ``COPY … FROM STDIN (FORMAT BINARY)``: each value goes in its column's
+    binary form (integers, ``NUMERIC``, ``BYTEA``), which the server stores without
+    parsing text; about a third of the server time of text ``COPY`` for the raw events.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
-        self._int256: dict[str, frozenset[str]] = {
-            name: frozenset(c.name for c in table.columns if isinstance(c.type, Int256))
-            for name, table in metadata.tables.items()
-        }
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` (tuples in ``columns`` order) into ``table``."""
@@ -296,13 +313,13 @@ class BulkWriter:
         dbapi: Any = self.conn.connection.dbapi_connection
         if self.dialect == "postgresql":
             column_list = ", ".join(columns)
-            copy_sql = f"COPY {table} ({column_list}) FROM STDIN"
+            copy_sql = f"COPY {table} ({column_list}) FROM STDIN (FORMAT BINARY)"
             with dbapi.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                copy.set_types(_copy_types(table, tuple(columns)))
                 for row in rows:
                     copy.write_row(row)
             return
-        big = self._int256[table]
-        wanted = [i for i, name in enumerate(columns) if name in big]
+        wanted = [i for i, name in enumerate(columns) if name in _int256_columns(table)]
         if wanted:
             rows = [_stringify(row, wanted) for row in rows]
         marks = ", ".join("?" * len(columns))
@@ -334,6 +351,34 @@ class BulkWriter:
             )
         finally:
             cursor.close()
+
+
+@functools.cache
+def _int256_columns(table: str) -> frozenset[str]:
+    """The :class:`Int256` columns of ``table`` (decimal text on SQLite)."""
+    return frozenset(c.name for c in metadata.tables[table].columns if isinstance(c.type, Int256))
+
+
+# PostgreSQL's binary COPY format of each column type the indexer writes.
+_COPY_TYPES: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (Int256, "numeric"),
+    (BigInteger, "int8"),
+    (Integer, "int4"),
+    (Boolean, "bool"),
+    (Float, "float8"),
+    (LargeBinary, "bytea"),
+    (String, "text"),
+)
+
+
+@functools.cache
+def _copy_types(table: str, columns: tuple[str, ...]) -> list[str]:
+    """The binary COPY type of each of ``columns`` of ``table``."""
+    found = metadata.tables[table].columns
+    return [
+        next(name for kind, name in _COPY_TYPES if isinstance(found[column].type, kind))
+        for column in columns
+    ]
 
 
 def _stringify(row: Sequence[Any], indexes: list[int]) -> tuple[Any, ...]:

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
 
-from chains.artifacts import EventAbi
-from indexer.decode import decode_logs
+from indexer.decode import decode_logs, default_decoder
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes
@@ -37,16 +35,15 @@ log = logging.getLogger("indexer.pipeline")
 _RAW_COLUMNS = (
     "chain_id",
     "block_number",
-    "block_hash",
+    "log_index",
     "tx_hash",
     "tx_index",
-    "log_index",
     "address",
-    "contract",
-    "event",
     "topics",
     "data",
 )
+_HASH_BYTES = 32
+_ADDRESS_BYTES = 20
 _LEDGER_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
 
 LedgerRow = tuple[int, int, str, str | None, int | None]
@@ -79,15 +76,13 @@ class Prepared:
         return len(self.rows.raw_rows)
 
 
-def prepare_range(
-    chain_id: int, state: ChainState, topics: Mapping[str, EventAbi], batch: FetchedRange
-) -> Prepared:
+def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prepared:
     """Decode ``batch`` and derive its rows; advances ``state`` (so a failed write makes
     the indexer unusable: the runner starts a fresh one from the store)."""
     started = time.perf_counter()
     raw_logs = batch.logs
     changes = state.apply(decode_batch(chain_id, raw_logs))
-    raw_rows, blocks = _raw_rows(chain_id, topics, raw_logs)
+    raw_rows, blocks = _raw_rows(chain_id, raw_logs)
     blocks.pop(batch.last, None)
     header = batch.header
     ledger: list[LedgerRow] = [(chain_id, n, h, None, None) for n, h in sorted(blocks.items())]
@@ -142,37 +137,54 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
 
 
 def _raw_rows(
-    chain_id: int, topics_of: Mapping[str, EventAbi], logs: list[dict[str, Any]]
+    chain_id: int, logs: list[dict[str, Any]]
 ) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
     """The raw-event rows of ``logs`` (in block order) and the hash of each block they
-    are in; one pass, each block number parsed once."""
+    are in; one pass, each block number and transaction hash converted once.
+
+    A log whose envelope is not what JSON-RPC promises (a hash or data that is not 0x-hex
+    of the right length) raises :class:`DecodeError` saying which field: the range is not
+    written, and the chain is read again from the store's cursor.
+    """
     rows: list[tuple[Any, ...]] = []
     blocks: dict[int, str] = {}
-    append = rows.append
-    last_hex: Any = None
-    number = 0
-    for entry in logs:
-        topics = entry["topics"]
-        event = topics_of.get(topics[0]) if topics else None
-        block_hex = entry["blockNumber"]
-        if block_hex != last_hex:
-            number, last_hex = int(block_hex, 16), block_hex
-            blocks[number] = entry["blockHash"]
-        append(
-            (
+    append, fromhex = rows.append, bytes.fromhex
+    last_block: Any = None
+    last_tx: Any = None
+    number, tx_hash = 0, b""
+    entry: dict[str, Any] = {}
+    try:
+        for entry in logs:
+            block_hex = entry["blockNumber"]
+            if block_hex != last_block:
+                number, last_block = int(block_hex, 16), block_hex
+                blocks[number] = entry["blockHash"]
+            if entry["transactionHash"] != last_tx:
+                last_tx = entry["transactionHash"]
+                tx_hash = fromhex(last_tx[2:])
+            topics = entry["topics"]
+            topic_bytes = fromhex("".join([t[2:] for t in topics]))
+            row = (
                 chain_id,
                 number,
-                entry["blockHash"],
-                entry["transactionHash"],
-                int(entry["transactionIndex"], 16),
                 int(entry["logIndex"], 16),
-                entry["address"],
-                event.contract if event else "",
-                event.name if event else "",
-                ",".join(topics),
-                entry["data"],
+                tx_hash,
+                int(entry["transactionIndex"], 16),
+                fromhex(entry["address"][2:]),
+                topic_bytes,
+                fromhex(entry["data"][2:]),
             )
-        )
+            # fromhex skips white space, and a missing 0x loses two digits: the sizes tell
+            if (
+                len(tx_hash) != _HASH_BYTES
+                or len(row[5]) != _ADDRESS_BYTES
+                or len(topic_bytes) != _HASH_BYTES * len(topics)
+                or len(row[7]) * 2 + 2 != len(entry["data"])
+            ):
+                raise ValueError("not 0x-hex of the expected size")
+            append(row)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise default_decoder().diagnose(chain_id, entry, exc) from None
     return rows, blocks
 
 

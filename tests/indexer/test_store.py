@@ -29,17 +29,86 @@ def test_migrations_equal_the_models(store_url: str) -> None:
 
 
 def test_alembic_cli_upgrades_to_head(store_url: str) -> None:
+    _alembic(store_url, "upgrade", "head")
+    store = open_store(store_url, migrate=False)
+    try:
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+_OLD_RAW = {  # a raw_event row as migration 0003 left it: 0x-hex text
+    "chain_id": 1,
+    "block_number": 7,
+    "block_hash": "0x" + "ab" * 32,
+    "tx_hash": "0x" + "cd" * 32,
+    "tx_index": 2,
+    "log_index": 5,
+    "address": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    "contract": "Token",
+    "event": "Transfer",
+    "topics": "0x" + "01" * 32 + ",0x" + "02" * 32 + ",0x" + "03" * 32,
+    "data": "0x" + "00" * 31 + "05",
+}
+
+
+def _alembic(store_url: str, *args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "alembic", "-x", f"url={store_url}", "upgrade", "head"],
+        [sys.executable, "-m", "alembic", "-x", f"url={store_url}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_raw_events_are_converted_to_bytes_and_back(store_url: str) -> None:
+    """Migration 0004 keeps every raw event, in bytes; its downgrade gives the text back
+    (block hash from the ledger; contract and event names are not kept)."""
+    _alembic(store_url, "upgrade", "0003")
+    store = open_store(store_url, migrate=False)
+    columns = ", ".join(_OLD_RAW)
+    values = ", ".join(f":{name}" for name in _OLD_RAW)
+    try:
+        with store.transaction() as conn:
+            conn.execute(text(f"INSERT INTO raw_event ({columns}) VALUES ({values})"), _OLD_RAW)
+            conn.execute(
+                text("INSERT INTO block (chain_id, number, hash) VALUES (1, 7, :h)"),
+                {"h": _OLD_RAW["block_hash"]},
+            )
+    finally:
+        store.dispose()
+    _alembic(store_url, "upgrade", "head")
     store = open_store(store_url, migrate=False)
     try:
+        with store.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT chain_id, block_number, log_index, tx_hash, tx_index, address, "
+                    "topics, data FROM raw_event"
+                )
+            ).one()
+        assert tuple(row) == (
+            1,
+            7,
+            5,
+            b"\xcd" * 32,
+            2,
+            bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"),
+            b"\x01" * 32 + b"\x02" * 32 + b"\x03" * 32,
+            bytes(31) + b"\x05",
+        )
         assert schema_differences(store) == []
+    finally:
+        store.dispose()
+    _alembic(store_url, "downgrade", "0003")
+    store = open_store(store_url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            back = conn.execute(text(f"SELECT {columns} FROM raw_event")).one()
+        expected = {**_OLD_RAW, "address": _OLD_RAW["address"].lower(), "contract": "", "event": ""}
+        assert dict(back._mapping) == expected
     finally:
         store.dispose()
 

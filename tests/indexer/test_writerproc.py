@@ -31,8 +31,8 @@ def _rows(last: int, raw: list[tuple[Any, ...]]) -> RangeRows:
 
 
 def _raw(index: int) -> tuple[Any, ...]:
-    tx = "0x" + f"{index:064x}"
-    return (CHAIN, 7, BLOCK, tx, 0, index, "0x" + "11" * 20, "", "", "0x" + "22" * 32, "0x")
+    tx = index.to_bytes(32, "big")
+    return (CHAIN, 7, index, tx, 0, b"\x11" * 20, b"\x22" * 32, b"")
 
 
 def _alive(pid: int | None) -> bool:
