@@ -31,8 +31,8 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chains.exceptions import RPCError
@@ -58,16 +58,27 @@ class ChainClient(Protocol):
 
 @dataclass(slots=True)
 class FetchedRange:
-    """The canonical logs of blocks ``first..last`` and what was known when read."""
+    """The canonical logs of blocks ``first..last`` and what was known when read.
+
+    ``header`` is the header of ``last`` as read; a piece of a larger range that was read
+    at once (see :func:`_pieces`) has none, and ends on a block whose hash its logs carry.
+    """
 
     first: int
     last: int
-    header: Mapping[str, Any]  # of ``last``
+    header: Mapping[str, Any] | None  # of ``last``
     parent_hash: str | None  # of block ``first - 1`` when read (None: no such block)
     logs: list[dict[str, Any]]
     head: int
     finalized: int
     fetch_s: float
+
+    @property
+    def last_hash(self) -> str:
+        """The hash of block ``last``."""
+        if self.header is not None:
+            return str(self.header["hash"])
+        return str(self.logs[-1]["blockHash"])
 
 
 def _backoff_s(failures: int) -> float:
@@ -121,8 +132,9 @@ class RangeFetcher:
                 self._calibrated = True
                 if linked and batch.parent_hash != linked:
                     raise Reorged
-                linked = str(batch.header["hash"])
-                yield batch
+                linked = batch.last_hash
+                for piece in _pieces(batch, self.ranges.config.target_logs):
+                    yield piece
         finally:
             pending: list[asyncio.Future[Any]] = [stopping, *inflight]
             for task in pending:
@@ -201,6 +213,37 @@ class RangeFetcher:
             return
         if decision.reason == "unrelated":  # not about the range: wait, same span
             await asyncio.sleep(_backoff_s(failures))
+
+
+def _pieces(batch: FetchedRange, size: int) -> Iterator[FetchedRange]:
+    """``batch`` as consecutive ranges of about ``size`` logs, cut after a block's last log.
+
+    A span that grew over empty blocks can return hundreds of thousands of logs at once; as
+    one range they would be decoded, then written, with nothing to overlap. Each piece but
+    the last ends on a block with logs (its hash, checked by :func:`_consistent`, is the
+    cursor's once written) and links to the one before; the last keeps the header.
+    """
+    logs, first, start, parent_hash = batch.logs, batch.first, 0, batch.parent_hash
+    share = batch.fetch_s / max(1, len(logs))  # of the reading time, per log
+    while len(logs) - start > 2 * size:
+        cut, block = start + size, logs[start + size - 1]["blockNumber"]
+        while cut < len(logs) and logs[cut]["blockNumber"] == block:  # a block stays whole
+            cut += 1
+        if cut == len(logs):
+            break
+        last = int(block, 16)
+        piece = logs[start:cut]
+        yield FetchedRange(
+            first, last, None, parent_hash, piece, batch.head, batch.finalized, share * len(piece)
+        )
+        first, start, parent_hash = last + 1, cut, str(piece[-1]["blockHash"])
+    if start == 0:
+        yield batch
+    else:
+        rest = logs[start:]
+        yield replace(
+            batch, first=first, parent_hash=parent_hash, logs=rest, fetch_s=share * len(rest)
+        )
 
 
 def _consistent(

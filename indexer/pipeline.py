@@ -74,6 +74,7 @@ class IndexerOptions:
 
     poll_interval_s: float | None = None  # default: a quarter of the chain's block time
     max_span: int | None = None  # cap on the eth_getLogs block range (None: controller's)
+    target_logs: int = 10_000  # logs per eth_getLogs answer and per range decoded/written
     rpc: RpcPolicy | None = None  # timeouts, retries, rate limit of the chain's client
     queue_depth: int = 3  # ranges fetched ahead of the decoder
     fetch_concurrency: int = 2  # eth_getLogs calls in flight at once
@@ -464,7 +465,7 @@ class ChainIndexer(ReorgHandling):
             with self.store.transaction() as conn:
                 write_ranges(conn, self.chain_id, rows)
         batch = group[-1].batch
-        self.cursor = (batch.last, str(batch.header["hash"]))
+        self.cursor = (batch.last, batch.last_hash)
 
 
 def _word_address(result: Any) -> str | None:
@@ -479,8 +480,12 @@ def _range_config(options: IndexerOptions) -> RangeConfig:
     """Start small (a dense chain may hold thousands of logs per block) and let the
     controller grow the span while answers stay under its log target."""
     if options.max_span is None:
-        return RangeConfig(initial_span=16)
-    return RangeConfig(initial_span=min(16, options.max_span), max_span=options.max_span)
+        return RangeConfig(initial_span=16, target_logs=options.target_logs)
+    return RangeConfig(
+        initial_span=min(16, options.max_span),
+        max_span=options.max_span,
+        target_logs=options.target_logs,
+    )
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -83,13 +83,14 @@ def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prep
     raw_logs = batch.logs
     changes = state.apply(decode_batch(chain_id, raw_logs))
     raw_rows, blocks = _raw_rows(chain_id, raw_logs)
-    blocks.pop(batch.last, None)
-    header = batch.header
-    ledger: list[LedgerRow] = [(chain_id, n, h, None, None) for n, h in sorted(blocks.items())]
-    timestamp = int(header["timestamp"], 16)
-    ledger.append((chain_id, batch.last, header["hash"], header["parentHash"], timestamp))
+    end: list[LedgerRow] = []
+    if (header := batch.header) is not None:  # the range's end block: parent hash and time
+        blocks.pop(batch.last, None)
+        timestamp = int(header["timestamp"], 16)
+        end = [(chain_id, batch.last, header["hash"], header["parentHash"], timestamp)]
+    ledger = [(chain_id, n, h, None, None) for n, h in sorted(blocks.items())] + end
     rows = RangeRows(
-        batch.last, str(header["hash"]), batch.head, batch.finalized, raw_rows, changes, ledger
+        batch.last, batch.last_hash, batch.head, batch.finalized, raw_rows, changes, ledger
     )
     return Prepared(batch, rows, time.perf_counter() - started)
 

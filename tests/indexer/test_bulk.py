@@ -8,6 +8,7 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,32 @@ def test_deferred_concurrent_grouped_backfill_equals_a_plain_one(
     finally:
         store.dispose()
     plain = IndexerOptions(bulk_events=None, fetch_concurrency=1, write_ahead=1)
+    fresh = f"sqlite:///{tmp_path / 'plain.db'}"
+    index_once(small_devnet.config_path, fresh, options=plain)
+    chain_id = small_devnet.nodes[0].chain_id
+    assert store_fingerprint(store_url, chain_id) == store_fingerprint(fresh, chain_id)
+
+
+@pytest.mark.chain
+def test_a_range_read_at_once_is_written_in_pieces_that_change_nothing(
+    small_devnet: Any, store_url: str, tmp_path: Path
+) -> None:
+    """A span that returns many more logs than the target is cut into pieces after a block's
+    last log; each piece is its own transaction, with the cursor on its last block."""
+    pieces = IndexerOptions(target_logs=40, max_span=64)
+    reports: list[Any] = []
+    outcomes = index_once(
+        small_devnet.config_path, store_url, options=pieces, on_batch=reports.append
+    )
+    assert [o.status for o in outcomes] == ["ok"]
+    # The first read covers the controller's first span, 16 blocks, and this world has far
+    # more than twice 40 logs there: it is written in pieces.
+    first_read = [r for r in reports if r.last <= 16]
+    assert len(first_read) > 1
+    assert sum(r.events for r in first_read) > 2 * 40
+    for before, after in itertools.pairwise(reports):
+        assert after.first == before.last + 1
+    plain = IndexerOptions(bulk_events=None, fetch_concurrency=1, write_ahead=1, max_span=1)
     fresh = f"sqlite:///{tmp_path / 'plain.db'}"
     index_once(small_devnet.config_path, fresh, options=plain)
     chain_id = small_devnet.nodes[0].chain_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -37,7 +38,7 @@ def test_alembic_cli_upgrades_to_head(store_url: str) -> None:
         store.dispose()
 
 
-_OLD_RAW = {  # a raw_event row as migration 0003 left it: 0x-hex text
+_OLD_RAW: dict[str, Any] = {  # a raw_event row as migration 0003 left it: 0x-hex text
     "chain_id": 1,
     "block_number": 7,
     "block_hash": "0x" + "ab" * 32,
