@@ -169,6 +169,7 @@ class ChainState:
         self.contracts = dict(contracts)
         self.current: dict[str, dict[Key, _Version]] = {t: {} for t in _KEYS}
         self.next_row_id = 1
+        self._pending: list[_Version] = []  # versions whose row the current apply inserts
         self._handlers: dict[tuple[str, str], Callable[[Changes, LogLike, str], None]] = {
             ("options", "CollateralDeposited"): self._options_collateral(+1),
             ("options", "CollateralWithdrawn"): self._options_collateral(-1),
@@ -241,9 +242,9 @@ class ChainState:
             handler = handlers.get((info.kind, log.event))
             if handler is not None:
                 handler(changes, log, log.address)
-        for versions in self.current.values():
-            for version in versions.values():
-                version.pending = None
+        for version in self._pending:  # written by the caller from now on
+            version.pending = None
+        self._pending.clear()
         return changes
 
     def _value(self, table: str, key: Key, index: int = 0) -> int:
@@ -276,7 +277,9 @@ class ChainState:
             return
         row = [self.chain_id, self.next_row_id, *key[:2], block, None, *key[2:], *values]
         changes.inserts.setdefault(table, []).append(row)
-        versions[key] = _Version(self.next_row_id, block, values, row)
+        version = _Version(self.next_row_id, block, values, row)
+        versions[key] = version
+        self._pending.append(version)
         self.next_row_id += 1
 
     def _balance(  # noqa: PLR0917 - the six facts of a balance change
