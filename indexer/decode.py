@@ -165,10 +165,10 @@ def _hex_bytes(value: Any, size: int | None, what: str) -> bytes:
     ``_MalformedError``; ``bytes.fromhex`` skips spaces, hence the length check."""
     digits = value[2:] if isinstance(value, str) and value[:2] == "0x" else "?"
     try:
-        raw = bytes.fromhex(digits)
+        raw: bytes | None = bytes.fromhex(digits)
     except ValueError:
-        raw = b"?"
-    if len(raw) * 2 != len(digits) or (size is not None and len(raw) != size):
+        raw = None
+    if raw is None or len(raw) * 2 != len(digits) or (size is not None and len(raw) != size):
         want = "an even number of" if size is None else str(2 * size)
         raise _MalformedError(f"{what} {str(value)[:80]!r} is not 0x + {want} hex digits")
     return raw
@@ -532,6 +532,21 @@ def _event_fault(plan: _EventPlan, topics: list[str], data: Any) -> tuple[str, s
     return "?", ""
 
 
+def _unknown_fault(log: Mapping[str, Any]) -> tuple[str, str]:
+    """(field, reason) for a log that is not one of our events: its topics and data must
+    still be 0x-hex words and bytes (they are stored raw)."""
+    try:
+        for topic in log["topics"]:
+            _topic_word(topic)
+    except _MalformedError as exc:
+        return "topics", str(exc)
+    try:
+        _hex_bytes(log["data"], None, "data")
+    except _MalformedError as exc:
+        return "data", str(exc)
+    return "topics", "not an event of contracts/build"
+
+
 def _diagnose(
     plans: Mapping[str, _EventPlan], chain_id: int, log: Any, exc: Exception
 ) -> DecodeError:
@@ -543,7 +558,7 @@ def _diagnose(
         plan = plans.get(topics[0]) if isinstance(topics, list | tuple) and topics else None
         fault = _envelope_fault(log)
         if fault is None:
-            fault = _event_fault(plan, topics, fields["data"]) if plan else ("topics", "unknown")
+            fault = _event_fault(plan, topics, fields["data"]) if plan else _unknown_fault(log)
         field, reason = fault
     except Exception as unexpected:  # a bug in the checks must still end as a DecodeError
         field, reason = "?", f"{type(unexpected).__name__}: {unexpected}"

@@ -81,8 +81,8 @@ def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prep
     the indexer unusable: the runner starts a fresh one from the store)."""
     started = time.perf_counter()
     raw_logs = batch.logs
+    raw_rows, blocks = _raw_rows(chain_id, raw_logs)  # first: a log it cannot store stops all
     changes = state.apply(decode_batch(chain_id, raw_logs))
-    raw_rows, blocks = _raw_rows(chain_id, raw_logs)
     end: list[LedgerRow] = []
     if (header := batch.header) is not None:  # the range's end block: parent hash and time
         blocks.pop(batch.last, None)
