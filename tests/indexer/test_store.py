@@ -29,6 +29,17 @@ def test_migrations_equal_the_models(store_url: str) -> None:
         store.dispose()
 
 
+def _alembic(store_url: str, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"url={store_url}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_alembic_cli_upgrades_to_head(store_url: str) -> None:
     _alembic(store_url, "upgrade", "head")
     store = open_store(store_url, migrate=False)
@@ -51,17 +62,6 @@ _OLD_RAW: dict[str, Any] = {  # a raw_event row as migration 0003 left it: 0x-he
     "topics": "0x" + "01" * 32 + ",0x" + "02" * 32 + ",0x" + "03" * 32,
     "data": "0x" + "00" * 31 + "05",
 }
-
-
-def _alembic(store_url: str, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "alembic", "-x", f"url={store_url}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def test_raw_events_are_converted_to_bytes_and_back(store_url: str) -> None:
