@@ -241,8 +241,13 @@ class BulkLoad:
         if self.active or self.limit is None:
             return
         events, blocks = self._with(group)
+        # Blocks to go at the sync's density so far, or at this group's if higher: a sync
+        # that starts over empty blocks (before a contract's busy years) is not small.
+        done_events, done_blocks = self._written
+        group_density = (events - done_events) / max(1, blocks - done_blocks)
+        per_block = max(events / max(1, blocks), group_density)
         last = group[-1].batch
-        expected = events + events / max(1, blocks) * max(0, last.head - last.last)
+        expected = events + per_block * max(0, last.head - last.last)
         if expected <= self.limit:
             return
         started = time.perf_counter()

@@ -8,6 +8,7 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 from rtrm_testing import index_once, store_fingerprint
 
+from indexer.fetch import FetchedRange
 from indexer.models import DEFERRABLE_INDEXES
 from indexer.pipeline import IndexerOptions
+from indexer.state import Changes
 from indexer.store import open_store, schema_differences
+from indexer.writer import BulkLoad, Prepared, RangeRows
 
 
 def test_deferral_is_counted_and_rebuilds_once(store_url: str) -> None:
@@ -32,6 +36,33 @@ def test_deferral_is_counted_and_rebuilds_once(store_url: str) -> None:
         assert sorted(store.end_deferral()) == sorted(DEFERRABLE_INDEXES)
         assert store.missing_indexes() == []
         assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+def _prepared(first: int, last: int, events: int, head: int) -> Prepared:
+    batch = FetchedRange(first, last, None, None, [], head, 0, 0.0)
+    rows = RangeRows(last, "0x", head, 0, [()] * events, Changes(), [])
+    return Prepared(batch, rows, 0.0)
+
+
+def test_a_dense_group_after_empty_blocks_defers_the_indexes(tmp_path: Path) -> None:
+    """A backfill that starts over empty blocks is judged by its dense part too: at the
+    density of the whole sync (10,000 events in 205 blocks) the 795 blocks to go look like
+    ~49,000 events, at the group's (10,000 in 5) like ~1.6M."""
+    store = open_store(f"sqlite:///{tmp_path / 'rtrm.db'}")
+    bulk = BulkLoad(1, store, 100_000)
+    try:
+        bulk.start_sync()
+        empty, dense = _prepared(1, 200, 0, 1_000), _prepared(201, 205, 10_000, 1_000)
+        asyncio.run(bulk.before_write([empty]))
+        bulk.written([empty])
+        assert not bulk.active
+        asyncio.run(bulk.before_write([dense]))
+        assert bulk.active
+        assert sorted(store.missing_indexes()) == sorted(DEFERRABLE_INDEXES)
+        asyncio.run(bulk.end_sync(failed=False))
+        assert store.missing_indexes() == []
     finally:
         store.dispose()
 
