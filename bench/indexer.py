@@ -5,7 +5,8 @@ the indexed contracts; or an already running devnet's first chain with ``--confi
 
 (a) the raw ceiling: a minimal client that only calls ``eth_getLogs`` over the same
     contracts and parses the JSON (orjson), no decoding, no storage — the best events/s
-    over several block spans and concurrencies;
+    over several block spans and concurrencies, with the CPU that client and the anvil
+    node spent per event in that pass (what is left of two cores for the indexer);
 (b) RTRM end to end, ``rtrm index --once`` in a fresh process, into SQLite and into
     PostgreSQL (a fresh schema): events/s, the ratio ours/raw, JSON-RPC calls per 1,000
     events, the indexer process's CPU time per event and its peak memory (max RSS).
@@ -31,13 +32,15 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from sqlalchemy import create_engine, text
 
 from chains.abi import encode_call, event_topic
-from chains.devnet import DevnetOptions, up
+from chains.devnet import DevnetOptions, load_state, up
+from chains.exceptions import DevnetError
 from chains.registry import load_registry
 from chains.rpc import RpcClient, hex_to_int
 from indexer.store import open_store
@@ -76,17 +79,60 @@ async def _raw_pass(url: str, addresses: list[str], last: int, span: int, worker
     return total
 
 
-def raw_ceiling(url: str, addresses: list[str], last: int) -> tuple[float, int, str]:
+@dataclass(frozen=True, slots=True)
+class RawCeiling:
+    """The minimal client's best pass, and the CPU it and the node spent per event."""
+
+    events_per_s: float
+    events: int
+    how: str
+    client_cpu_us: float
+    node_cpu_us: float | None  # None: the node's process is not known (another host)
+
+
+def raw_ceiling(url: str, addresses: list[str], last: int, node_pid: int | None) -> RawCeiling:
     """Best events/s of the minimal client over spans and concurrencies."""
-    best = (0.0, 0, "")
+    best: RawCeiling | None = None
     for span in (1, 2, 4):  # blocks; a seeded block holds ~3,000 events
         for workers in (1, 2):
+            node_before, client_before = _process_cpu_s(node_pid), _own_cpu_s()
             started = time.perf_counter()
             events = asyncio.run(_raw_pass(url, addresses, last, span, workers))
             rate = events / (time.perf_counter() - started)
-            if rate > best[0]:
-                best = (rate, events, f"span {span} blocks, {workers} concurrent")
+            client_cpu, node_after = _own_cpu_s() - client_before, _process_cpu_s(node_pid)
+            if best is None or rate > best.events_per_s:
+                node_cpu = None
+                if node_before is not None and node_after is not None:
+                    node_cpu = (node_after - node_before) / max(events, 1) * 1e6
+                how = f"span {span} blocks, {workers} concurrent"
+                best = RawCeiling(rate, events, how, client_cpu / max(events, 1) * 1e6, node_cpu)
+    assert best is not None
     return best
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None if it cannot be read)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _node_pid(config: Path, url: str) -> int | None:
+    """The anvil process behind ``url``, when ``config`` is a devnet's (``devnet.json``)."""
+    try:
+        state = load_state(config.parent)
+    except DevnetError:  # not a devnet's config: the node's CPU is not measured
+        return None
+    return next((node.pid for node in state.nodes if node.rpc_url == url), None)
 
 
 def rtrm_index(config: Path, database_url: str) -> tuple[float, int, int, float, float]:
@@ -194,8 +240,13 @@ def measure(config: Path, home: Path, *, rounds: int, postgres: bool) -> None:
     with RpcClient(url) as client:
         last = hex_to_int(client.call("eth_blockNumber"))
     print(f"chain {chain.chain_id}: head {last}, {trades:,} perps trades added")
-    raw_rate, raw_events, raw_how = raw_ceiling(url, addresses, last)
-    print(f"raw ceiling: {raw_events:,} events at {raw_rate:,.0f} events/s ({raw_how})")
+    raw = raw_ceiling(url, addresses, last, _node_pid(config, url))
+    raw_rate = raw.events_per_s
+    node_cpu = "unknown" if raw.node_cpu_us is None else f"{raw.node_cpu_us:.1f} µs"
+    print(
+        f"raw ceiling: {raw.events:,} events at {raw_rate:,.0f} events/s ({raw.how}); CPU "
+        f"per event: client {raw.client_cpu_us:.1f} µs, node {node_cpu}"
+    )
     rows = []
     sqlite_url = f"sqlite:///{home / 'bench.db'}"
     open_store(sqlite_url).dispose()  # migrations are not part of the timing
