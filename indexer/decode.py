@@ -30,49 +30,47 @@ Invariants:
 from __future__ import annotations
 
 import gc
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache, lru_cache, partial
+from functools import cache, partial
 from itertools import islice
 from operator import itemgetter
 from typing import Any
 
-from Crypto.Hash import keccak as pycryptodome_keccak
-from eth_abi.abi import decode as abi_decode
-from eth_abi.grammar import ABIType, BasicType, TupleType
-from eth_abi.grammar import parse as parse_abi_type
-
 from chains.abi import parse_signature
 from chains.artifacts import EventAbi, event_table
+from indexer.abiwords import (
+    ADDRESS_PARAM,
+    BOOL_TOPICS,
+    BOOL_WORDS,
+    HEX_WORD,
+    QUANTITIES,
+    WORD,
+    ArgValue,
+    MalformedError,
+    Param,
+    abi_values,
+    checked_address,
+    hex_bytes,
+    param_kind,
+    topic_word,
+    word_value,
+)
 from indexer.exceptions import DecodeError
 
 __all__ = ["ArgValue", "DecodedLog", "LogDecoder", "decode_logs", "default_decoder"]
 
-ArgValue = int | str | bool | bytes | tuple[Any, ...]
 # Entries per address cache of a decoder (topic -> address, data word -> address, contract
 # -> address). A miss costs a checksum (a keccak, ~7 µs) and a world's addresses recur far
 # apart (a backfill meets every user once per phase of activity: with 65k entries, a 280k
 # user world missed on nearly every log), so they hold half a million addresses: up to
 # ~300 B per address and form, ~250 MB when full.
 DEFAULT_CACHE_SIZE = 524_288
-_CHECKSUM_CACHE_SIZE = 65_536  # the same address in another form: usually the same log
-_BIT5 = int.from_bytes(b"\x20" * 40, "big")  # bit 5 of each of 40 bytes
-_WORD = 32
-_HEX_WORD = 66  # characters of a 0x-hex 32-byte word
 _LOG_KEYS: tuple[str, ...] = ("topics", "data", "address", "blockNumber", "blockHash")
 _LOG_KEYS += ("transactionHash", "transactionIndex", "logIndex")
 _LOG_FIELDS = itemgetter(*_LOG_KEYS)
-_BOOL_WORDS = {bytes(_WORD): False, bytes(_WORD - 1) + b"\x01": True}
-_BOOL_TOPICS = {"0x" + "0" * 64: False, "0x" + "0" * 63 + "1": True}
-_QUANTITY_RE = re.compile(r"0x[0-9a-fA-F]{1,64}")
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _UNSET = object()  # "no previous log": unequal to anything a node can send
-
-
-class _MalformedError(Exception):
-    """Internal: a value that ``eth_abi`` (or JSON-RPC) would reject; ``str()`` says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,136 +115,11 @@ class _Builder:
     __init__ = _plain_init(DecodedLog.__slots__)
 
 
-class _Quantities(dict[str, int]):
-    """``"0x0"`` ... ``"0xfff"`` -> int, looked up; anything else parsed strictly."""
-
-    def __missing__(self, value: Any) -> int:
-        if not isinstance(value, str) or not _QUANTITY_RE.fullmatch(value):
-            raise _MalformedError(f"{value!r} is not a 0x hex quantity")
-        return int(value, 16)
-
-
-_QUANTITIES = _Quantities({hex(i): i for i in range(4096)})
-
-
-# ---------------------------------------------------------------- words and addresses
-
-
-@lru_cache(maxsize=_CHECKSUM_CACHE_SIZE)
-def _checksum(body: str) -> str:
-    """EIP-55: 40 hex digits (no ``0x``, already validated) -> ``"0x"`` + mixed case."""
-    lower = body.lower().encode()
-    digest = pycryptodome_keccak.new(data=lower, digest_bits=256).digest()
-    # Upper-case the letters whose digest nibble is >= 8, 40 characters at once: as 320-bit
-    # integers with one ASCII character per byte, a digit >= 8 ('8', '9', 'a'-'f') has bit 3
-    # or bit 6 set, a letter bit 6, and upper case is lower case with bit 5 cleared.
-    nibbles = int.from_bytes(digest[:20].hex().encode(), "big")
-    high = ((nibbles >> 1) | (nibbles << 2)) & _BIT5
-    text = int.from_bytes(lower, "big")
-    return "0x" + (text ^ ((text >> 1) & high)).to_bytes(40, "big").decode()
-
-
-def _checked_address(address: Any) -> str:
-    if not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address):
-        raise _MalformedError(f"{address!r} is not 0x + 40 hex digits")
-    return _checksum(address[2:])
-
-
 def _remember(cache: dict[Any, str], key: Any, value: str, limit: int) -> str:
     if len(cache) >= limit:  # FIFO: drop the oldest eighth at once (amortised O(1))
         for old in list(islice(cache, max(1, limit // 8))):
             cache.pop(old, None)
     cache[key] = value
-    return value
-
-
-def _hex_bytes(value: Any, size: int | None, what: str) -> bytes:
-    """``"0x"`` + hex digits as bytes (``size`` of them unless ``None``), else
-    ``_MalformedError``; ``bytes.fromhex`` skips spaces, hence the length check."""
-    digits = value[2:] if isinstance(value, str) and value[:2] == "0x" else "?"
-    try:
-        raw: bytes | None = bytes.fromhex(digits)
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) * 2 != len(digits) or (size is not None and len(raw) != size):
-        want = "an even number of" if size is None else str(2 * size)
-        raise _MalformedError(f"{what} {str(value)[:80]!r} is not 0x + {want} hex digits")
-    return raw
-
-
-def _topic_word(topic: Any) -> bytes:
-    return _hex_bytes(topic, _WORD, "topic")
-
-
-@dataclass(frozen=True, slots=True)
-class _Param:
-    name: str
-    abi_type: str
-    indexed: bool
-    kind: str  # address | bool | uint | int | bytes | hash (indexed reference type) | abi
-    size: int  # bits of uintN/intN, bytes of bytesN
-    slot: int  # topic index, data word index, or position in the eth_abi result
-
-
-_ADDRESS = _Param("address", "address", False, "address", 0, 0)
-
-
-def _kind(abi_type: str, indexed: bool) -> tuple[str, int]:
-    parsed = parse_abi_type(abi_type)
-    if isinstance(parsed, BasicType) and not parsed.is_array:
-        if parsed.base in ("address", "bool"):
-            return parsed.base, 0
-        if parsed.base in ("uint", "int") or (parsed.base == "bytes" and parsed.sub):
-            return parsed.base, int(parsed.sub)
-    if indexed and (parsed.is_dynamic or parsed.is_array or isinstance(parsed, TupleType)):
-        return "hash", 0  # Solidity stores keccak256(value) as the topic of reference types
-    return "abi", 0  # fixed/ufixed/function, or composite data: eth_abi decodes it
-
-
-def _word_value(p: _Param, word: bytes) -> ArgValue:
-    """Checked decode of one 32-byte word: the reference the generated code must match."""
-    if p.kind == "address":
-        if word[:12] != bytes(12):
-            raise _MalformedError(f"address word 0x{word.hex()} has non-zero upper 12 bytes")
-        return _checksum(word[12:].hex())
-    if p.kind == "bool":
-        if word not in _BOOL_WORDS:
-            raise _MalformedError(f"bool word 0x{word.hex()} is neither 0 nor 1")
-        return _BOOL_WORDS[word]
-    if p.kind in ("uint", "int"):
-        value = int.from_bytes(word, "big", signed=p.kind == "int")
-        low, high = (0, 1 << p.size) if p.kind == "uint" else (-(1 << p.size - 1), 1 << p.size - 1)
-        if not low <= value < high:
-            wrong = "does not fit" if p.kind == "uint" else "is not a sign-extended"
-            raise _MalformedError(f"word 0x{word.hex()} {wrong} {p.kind}{p.size}")
-        return value
-    if p.kind == "bytes":
-        if word[p.size :] != bytes(_WORD - p.size):
-            raise _MalformedError(f"bytes{p.size} word 0x{word.hex()} has non-zero padding")
-        return "0x" + word[: p.size].hex()
-    if p.kind == "hash":
-        return "0x" + word.hex()
-    return _abi_values((p.abi_type,), word)[0]
-
-
-def _abi_values(types: tuple[str, ...], raw: bytes) -> tuple[ArgValue, ...]:
-    try:
-        values = abi_decode(list(types), raw)
-    except Exception as exc:  # eth_abi raises several unrelated types on bad input
-        raise _MalformedError(f"eth_abi cannot decode {types}: {exc}") from None
-    return tuple(_normalise(parse_abi_type(t), v) for t, v in zip(types, values, strict=True))
-
-
-def _normalise(abi_type: ABIType, value: Any) -> Any:
-    """eth_abi's value in our conventions: checksummed addresses, bytesN as 0x-hex."""
-    if abi_type.is_array:
-        return tuple(_normalise(abi_type.item_type, v) for v in value)
-    if isinstance(abi_type, TupleType):
-        return tuple(_normalise(t, v) for t, v in zip(abi_type.components, value, strict=True))
-    if isinstance(abi_type, BasicType) and abi_type.base == "address":
-        return _checksum(value[2:])
-    if isinstance(abi_type, BasicType) and abi_type.base == "bytes" and abi_type.sub:
-        return "0x" + bytes(value).hex()
     return value
 
 
@@ -256,7 +129,7 @@ def _normalise(abi_type: ABIType, value: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class _EventPlan:
     abi: EventAbi
-    params: tuple[_Param, ...]
+    params: tuple[Param, ...]
     topic_count: int  # topic0 + one per indexed parameter
     data_types: tuple[str, ...]
     fast: bool  # every data parameter is one static word (else eth_abi decodes the data)
@@ -271,19 +144,21 @@ def _plan(event: EventAbi, helpers: Mapping[str, Any]) -> _EventPlan:
         indexed = bool(raw.get("indexed"))
         name = str(raw.get("name") or f"arg{i}")
         params.append(
-            _Param(name, abi_type, indexed, *_kind(abi_type, indexed), topic if indexed else word)
+            Param(
+                name, abi_type, indexed, *param_kind(abi_type, indexed), topic if indexed else word
+            )
         )
         topic, word = (topic + 1, word) if indexed else (topic, word + 1)
     data_types = tuple(p.abi_type for p in params if not p.indexed)
     fast = all(p.kind != "abi" for p in params if not p.indexed)
     source, namespace = _generate(params, topic, len(data_types), fast)
-    namespace.update(helpers, _abi=partial(_abi_values, data_types))
+    namespace.update(helpers, _abi=partial(abi_values, data_types))
     exec(compile(source, f"<decoder {event.signature}>", "exec"), namespace)
     return _EventPlan(event, tuple(params), topic, data_types, fast, source, namespace["decode"])
 
 
 def _generate(
-    params: list[_Param], topics: int, words: int, fast: bool
+    params: list[Param], topics: int, words: int, fast: bool
 ) -> tuple[str, dict[str, Any]]:
     """Source of ``decode(topics, data) -> args`` for one layout. A failed check raises a
     bare ``_Bad``: :func:`_diagnose` finds field and reason, so the fast path has no messages."""
@@ -295,11 +170,11 @@ def _generate(
         out.append('    if data != "0x": raise _Bad')
     else:
         out.append(f'    if len(data) != {2 + 64 * words} or data[:2] != "0x": raise _Bad')
-        out.append(f"    r = _fb(data[2:])\n    if len(r) != {_WORD * words}: raise _Bad")
+        out.append(f"    r = _fb(data[2:])\n    if len(r) != {WORD * words}: raise _Bad")
     for i, p in enumerate(params):
-        v, w = f"v{i}", f"r[{_WORD * p.slot}:{_WORD * p.slot + _WORD}]"
+        v, w = f"v{i}", f"r[{WORD * p.slot}:{WORD * p.slot + WORD}]"
         if p.indexed and p.kind in ("address", "bool"):
-            lookup = "_ta(t) or _tam(t)" if p.kind == "address" else "_BOOL_TOPICS[t]"
+            lookup = "_ta(t) or _tam(t)" if p.kind == "address" else "BOOL_TOPICS[t]"
             out.append(f"    t = topics[{p.slot}]\n    {v} = {lookup}")
         elif not p.indexed and not fast:
             out.append(f"    {v} = d[{p.slot}]")
@@ -317,13 +192,13 @@ def _generate(
     return "\n".join(out) + "\n", namespace
 
 
-def _word_lines(p: _Param, v: str, w: str, namespace: dict[str, Any], helper: str) -> list[str]:
-    """Lines that set ``v`` from the 32-byte word expression ``w``, as :func:`_word_value`."""
+def _word_lines(p: Param, v: str, w: str, namespace: dict[str, Any], helper: str) -> list[str]:
+    """Lines that set ``v`` from the 32-byte word expression ``w``, as :func:`word_value`."""
     narrow = p.size < 256  # noqa: PLR2004
     if p.kind == "address":
         return [f"    {v} = _wa({w}) or _wam({w})"]
     if p.kind == "bool":
-        return [f"    {v} = _BOOL_WORDS[{w}]"]
+        return [f"    {v} = BOOL_WORDS[{w}]"]
     if p.kind == "uint":
         check = [f"    if {v} >> {p.size}: raise _Bad"] if narrow else []
         return [f'    {v} = _fr({w}, "big")', *check]
@@ -331,15 +206,15 @@ def _word_lines(p: _Param, v: str, w: str, namespace: dict[str, Any], helper: st
         bound = 1 << (p.size - 1)
         check = [f"    if not {-bound} <= {v} < {bound}: raise _Bad"] if narrow else []
         return [f'    {v} = _fr({w}, "big", signed=True)', *check]
-    if p.kind == "bytes" and p.size == _WORD:
+    if p.kind == "bytes" and p.size == WORD:
         return [f'    {v} = "0x" + {w}.hex()']
     if p.kind == "bytes":
-        pad = bytes(_WORD - p.size)
+        pad = bytes(WORD - p.size)
         return [
             f"    if {w}[{p.size}:] != {pad!r}: raise _Bad",
             f'    {v} = "0x" + {w}[:{p.size}].hex()',
         ]
-    namespace[helper] = partial(_word_value, p)  # an indexed hash or an exotic value type
+    namespace[helper] = partial(word_value, p)  # an indexed hash or an exotic value type
     return [f"    {v} = {helper}({w})"]
 
 
@@ -361,8 +236,8 @@ class LogDecoder:
         self._topic_addresses: dict[str, str] = {}
         self._word_addresses: dict[bytes, str] = {}
         self._contract_addresses: dict[str, str] = {}
-        helpers = {"_Bad": _MalformedError, "_fb": bytes.fromhex, "_fr": int.from_bytes}
-        helpers |= {"_hex": _hex_bytes, "_BOOL_WORDS": _BOOL_WORDS, "_BOOL_TOPICS": _BOOL_TOPICS}
+        helpers = {"_Bad": MalformedError, "_fb": bytes.fromhex, "_fr": int.from_bytes}
+        helpers |= {"_hex": hex_bytes, "BOOL_WORDS": BOOL_WORDS, "BOOL_TOPICS": BOOL_TOPICS}
         helpers |= {"_ta": self._topic_addresses.get, "_tam": self._topic_address}
         helpers |= {"_wa": self._word_addresses.get, "_wam": self._word_address}
         chosen = event_table().values() if events is None else events
@@ -403,7 +278,7 @@ class LogDecoder:
         raw_logs: Iterable[Mapping[str, Any]],
         unknown: list[Mapping[str, Any]] | None,
     ) -> list[DecodedLog]:
-        dispatch, quantities, fromhex = self._dispatch.get, _QUANTITIES, bytes.fromhex
+        dispatch, quantities, fromhex = self._dispatch.get, QUANTITIES, bytes.fromhex
         contracts, contract_miss = self._contract_addresses.get, self._contract_address
         builder, decoded = _Builder, DecodedLog
         out: list[DecodedLog] = []
@@ -424,11 +299,11 @@ class LogDecoder:
                 if block_hex != last_block:
                     block_number, last_block = quantities[block_hex], block_hex
                 if block_hash != last_block_hash:
-                    last_block_hash = block_hash if _topic_word(block_hash) else _UNSET
-                if tx_hash != last_tx_hash:  # inlined _topic_word: a new one every ~2 logs
+                    last_block_hash = block_hash if topic_word(block_hash) else _UNSET
+                if tx_hash != last_tx_hash:  # inlined topic_word: a new one every ~2 logs
                     raw_hash = fromhex(tx_hash[2:])  # skips spaces: hence the length checks
-                    if len(raw_hash) != _WORD or len(tx_hash) != _HEX_WORD or tx_hash[:2] != "0x":
-                        raise _MalformedError
+                    if len(raw_hash) != WORD or len(tx_hash) != HEX_WORD or tx_hash[:2] != "0x":
+                        raise MalformedError
                     last_tx_hash = tx_hash
                 decode, contract, event = target
                 item = builder(
@@ -458,33 +333,33 @@ class LogDecoder:
     def _skip(self, log: Mapping[str, Any], unknown: list[Mapping[str, Any]] | None) -> None:
         topics = log["topics"]
         if not isinstance(topics, list | tuple) or not all(isinstance(t, str) for t in topics):
-            raise _MalformedError("topics is not a list of hex strings")
+            raise MalformedError("topics is not a list of hex strings")
         self.unknown_topics[topics[0] if topics else ""] += 1
         if unknown is not None:
             unknown.append(log)
 
     def _topic_address(self, topic: Any) -> str:
-        address = str(_word_value(_ADDRESS, _topic_word(topic)))
+        address = str(word_value(ADDRESS_PARAM, topic_word(topic)))
         return _remember(self._topic_addresses, topic, address, self.cache_size)
 
     def _word_address(self, word: bytes) -> str:
-        address = str(_word_value(_ADDRESS, word))
+        address = str(word_value(ADDRESS_PARAM, word))
         return _remember(self._word_addresses, word, address, self.cache_size)
 
     def _contract_address(self, address: Any) -> str:
-        checked = _checked_address(address)
+        checked = checked_address(address)
         return _remember(self._contract_addresses, address, checked, self.cache_size)
 
 
 # ---------------------------------------------------------------- what went wrong, where
 
 _ENVELOPE_CHECKS: tuple[tuple[str, Callable[[Any], object]], ...] = (
-    ("blockNumber", _QUANTITIES.__getitem__),
-    ("transactionIndex", _QUANTITIES.__getitem__),
-    ("logIndex", _QUANTITIES.__getitem__),
-    ("blockHash", _topic_word),
-    ("transactionHash", _topic_word),
-    ("address", _checked_address),
+    ("blockNumber", QUANTITIES.__getitem__),
+    ("transactionIndex", QUANTITIES.__getitem__),
+    ("logIndex", QUANTITIES.__getitem__),
+    ("blockHash", topic_word),
+    ("transactionHash", topic_word),
+    ("address", checked_address),
 )
 
 
@@ -501,7 +376,7 @@ def _envelope_fault(log: Any) -> tuple[str, str] | None:
     for field, check in _ENVELOPE_CHECKS:
         try:
             check(log[field])
-        except _MalformedError as exc:
+        except MalformedError as exc:
             return field, str(exc)
     return None
 
@@ -515,19 +390,19 @@ def _event_fault(plan: _EventPlan, topics: list[str], data: Any) -> tuple[str, s
         for p in plan.params:
             if p.indexed:
                 field = f"{p.name} ({p.abi_type}, indexed)"
-                _word_value(p, _topic_word(topics[p.slot]))
+                word_value(p, topic_word(topics[p.slot]))
         field = "data"
-        raw = _hex_bytes(data, None, "data")
+        raw = hex_bytes(data, None, "data")
         if not plan.fast:
-            _abi_values(plan.data_types, raw)
-        elif len(raw) != _WORD * len(plan.data_types):
+            abi_values(plan.data_types, raw)
+        elif len(raw) != WORD * len(plan.data_types):
             want = f"{len(plan.data_types)} words ({','.join(plan.data_types)})"
             return "data", f"expected {want}, got {len(raw)} bytes"
         for p in plan.params if plan.fast else ():
             if not p.indexed:
                 field = f"{p.name} ({p.abi_type})"
-                _word_value(p, raw[_WORD * p.slot : _WORD * p.slot + _WORD])
-    except _MalformedError as exc:
+                word_value(p, raw[WORD * p.slot : WORD * p.slot + WORD])
+    except MalformedError as exc:
         return field, str(exc)
     return "?", ""
 
@@ -537,12 +412,12 @@ def _unknown_fault(log: Mapping[str, Any]) -> tuple[str, str]:
     still be 0x-hex words and bytes (they are stored raw)."""
     try:
         for topic in log["topics"]:
-            _topic_word(topic)
-    except _MalformedError as exc:
+            topic_word(topic)
+    except MalformedError as exc:
         return "topics", str(exc)
     try:
-        _hex_bytes(log["data"], None, "data")
-    except _MalformedError as exc:
+        hex_bytes(log["data"], None, "data")
+    except MalformedError as exc:
         return "data", str(exc)
     return "topics", "not an event of contracts/build"
 
@@ -581,8 +456,8 @@ def _diagnose(
 
 def _readable(quantity: Any) -> str:
     try:
-        return str(_QUANTITIES[quantity])
-    except (_MalformedError, TypeError):
+        return str(QUANTITIES[quantity])
+    except (MalformedError, TypeError):
         return repr(quantity)
 
 

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from chains.abi import event_topic
 from chains.artifacts import EventAbi, event_table
+from indexer.abiwords import checksum
 from indexer.decode import (
     DecodedLog,
     LogDecoder,
     _Builder,
-    _checksum,
     decode_logs,
     default_decoder,
 )
@@ -282,7 +282,7 @@ def test_large_quantities_and_batches_keep_order() -> None:
 @given(st.binary(min_size=20, max_size=20), st.booleans())
 def test_checksum_is_eip55(raw: bytes, upper: bool) -> None:
     body = raw.hex().upper() if upper else raw.hex()
-    assert _checksum.__wrapped__(body) == to_checksum_address("0x" + body)
+    assert checksum.__wrapped__(body) == to_checksum_address("0x" + body)
 
 
 def test_address_caches_stay_bounded_and_correct() -> None:
