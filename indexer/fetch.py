@@ -220,8 +220,9 @@ def _pieces(batch: FetchedRange, size: int) -> Iterator[FetchedRange]:
 
     A span that grew over empty blocks can return hundreds of thousands of logs at once; as
     one range they would be decoded, then written, with nothing to overlap. Each piece but
-    the last ends on a block with logs (its hash, checked by :func:`_consistent`, is the
-    cursor's once written) and links to the one before; the last keeps the header.
+    the last ends on a block with logs, whose hash (as its logs carry it, like the ledger's
+    other blocks) becomes the cursor's once written; each links to the one before, and the
+    last keeps the header that the answer was checked against.
     """
     logs, first, start, parent_hash = batch.logs, batch.first, 0, batch.parent_hash
     share = batch.fetch_s / max(1, len(logs))  # of the reading time, per log
