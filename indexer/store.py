@@ -1,8 +1,9 @@
 """The store's engine, migrations, single-writer lock, bulk writes and rollback.
 
 ``open_store(url)`` makes an engine tuned for the dialect (SQLite: WAL, a busy timeout,
-``synchronous=NORMAL``, foreign keys off; PostgreSQL: a small pool) and
-:func:`upgrade` brings the schema to Alembic's head — the only way the schema changes.
+``synchronous=NORMAL``, foreign keys off, real transactions around DDL and reads too;
+PostgreSQL: a small pool) and :func:`upgrade` brings the schema to Alembic's head in one
+transaction — the only way the schema changes.
 
 Writes of one indexed range happen in one transaction (:meth:`Store.transaction`), through
 :class:`BulkWriter`, which bypasses the ORM for speed: ``executemany`` on SQLite and
@@ -89,6 +90,7 @@ class Store:
         self.dialect = engine.dialect.name
         self._deferring = 0  # backfills of this process running without the deferrable indexes
         self._defer_lock = threading.Lock()
+        self._writes = engine.execution_options(rtrm_write=True)  # SQLite: BEGIN IMMEDIATE
 
     @property
     def url(self) -> str:
@@ -104,7 +106,7 @@ class Store:
     def transaction(self) -> Iterator[Connection]:
         """One write transaction (serialised per process on SQLite)."""
         guard = _SQLITE_WRITE_LOCK if self.dialect == "sqlite" else contextlib.nullcontext()
-        with guard, self.engine.begin() as conn:
+        with guard, self._writes.begin() as conn:
             yield conn
 
     def acquire_writer(self, chain_id: int) -> WriterLock:
@@ -158,6 +160,13 @@ class Store:
         unless a backfill of this process is still running; returns the names built."""
         with self._defer_lock:
             return [] if self._deferring else self._build_indexes()
+
+    def stored_events(self) -> int:
+        """The events indexed into the store, all chains together (the chains' counters)."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(text("SELECT COALESCE(SUM(events), 0) FROM chain")).scalar_one()
+            )
 
     def missing_indexes(self) -> list[str]:
         """The deferrable indexes that do not exist (a backfill runs or was interrupted)."""
@@ -234,7 +243,8 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 60})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
     else:
@@ -248,7 +258,12 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     return store
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE: DDL (a
+    # migration, an index build) committed statement by statement, so a kill -9 left half a
+    # schema, and the reads of one connection saw a new snapshot per statement. Driver
+    # transactions off; _sqlite_begin opens a real one wherever SQLAlchemy begins.
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     for pragma in (
         "PRAGMA journal_mode=WAL",
@@ -259,6 +274,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     ):
         cursor.execute(pragma)
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A write transaction takes the database's write lock at once (waiting out the busy
+    # timeout), never in mid-transaction, where SQLite would fail at once on a read
+    # snapshot another writer has since made stale.
+    immediate = conn.get_execution_options().get("rtrm_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _alembic_config() -> Config:
@@ -272,9 +295,12 @@ def upgrade(store: Store) -> None:
     config = _alembic_config()
     head = ScriptDirectory.from_config(config).get_current_head()
     try:
-        with store.engine.begin() as conn:
+        with store.engine.connect() as conn:  # the usual case, without the write lock
             if MigrationContext.configure(conn).get_current_revision() == head:
                 return
+        with store.transaction() as conn:  # all of it or nothing, on SQLite too
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return  # another process migrated meanwhile
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except OperationalError as exc:

@@ -70,7 +70,7 @@ def test_kill_9_at_random_points(
         time.sleep(rng.uniform(0.8, 2.5))  # start-up is ~0.7 s: kills land mid-indexing
         _new_rounds(small_devnet, 2, base=60_000_00000000 + round_no * 100)
         process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=10) == -signal.SIGKILL
+        assert process.wait(timeout=10) == -signal.SIGKILL, log.read_text()[-3000:]
     outcomes = index_once(small_devnet.config_path, store_url)
     assert [o.status for o in outcomes] == ["ok"], log.read_text()[-2000:]
     store = open_store(store_url)

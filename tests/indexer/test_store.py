@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from alembic import command as alembic_command
+from sqlalchemy import inspect, text
 
 import insurance.models  # noqa: F401 - its tables share the metadata the migrations build
 from indexer.exceptions import StoreError, WriterLockedError
+from indexer.models import metadata
 from indexer.state import VERSION_COLUMNS
 from indexer.store import BulkWriter, open_store, rollback, schema_differences, upgrade
 
@@ -45,6 +47,51 @@ def test_alembic_cli_upgrades_to_head(store_url: str) -> None:
     store = open_store(store_url, migrate=False)
     try:
         assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+def test_an_interrupted_migration_leaves_nothing(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill -9 mid-migration once left SQLite with tables but no revision: every
+    later start failed with "table … already exists". The whole upgrade is one transaction."""
+    real_upgrade = alembic_command.upgrade
+
+    def upgrade_then_die(config: Any, revision: str) -> None:
+        real_upgrade(config, revision)  # every table created, the revision stamped ...
+        raise KeyboardInterrupt  # ... and the process stops before the commit
+
+    store = open_store(store_url, migrate=False)
+    try:
+        monkeypatch.setattr(alembic_command, "upgrade", upgrade_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            upgrade(store)
+        assert inspect(store.engine).get_table_names() == []
+        monkeypatch.setattr(alembic_command, "upgrade", real_upgrade)
+        upgrade(store)
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
+
+
+def test_a_read_connection_sees_one_snapshot(store_url: str) -> None:
+    """The reads of one connection (an API answer, a snapshot load) see one state of the
+    store even while the indexer commits in between."""
+    store = open_store(store_url)
+    chain = metadata.tables["chain"]
+    row = {"chain_id": 777, "name": "x", "genesis_hash": "0x" + "00" * 32, "finality_depth": 1}
+    count = text("SELECT COUNT(*) FROM chain")
+    try:
+        with store.engine.connect() as reader:
+            if store.dialect == "postgresql":
+                reader.execution_options(isolation_level="REPEATABLE READ")
+            before = reader.execute(count).scalar_one()
+            with store.transaction() as conn:
+                conn.execute(chain.insert().values(**row))
+            assert reader.execute(count).scalar_one() == before
+        with store.engine.connect() as reader:
+            assert reader.execute(count).scalar_one() == before + 1
     finally:
         store.dispose()
 
