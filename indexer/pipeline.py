@@ -17,9 +17,10 @@ ledger and cursor. A failed stage stops the others between ranges, never inside 
 transaction. The garbage collector's automatic passes are paused while a sync runs
 (:mod:`indexer.gcpolicy`).
 
-A sync that expects to write more than ``bulk_events`` events drops the indexes on random
-keys and builds them when it ends (:class:`indexer.writer.BulkLoad`); on SQLite its commits
-run in a child process (:mod:`indexer.writerproc`) while this one fetches and decodes.
+A sync that expects to write more than ``bulk_events`` events, and more than the store
+holds, drops the indexes on random keys and builds them when it ends
+(:class:`indexer.writer.BulkLoad`); on SQLite its commits run in a child process
+(:mod:`indexer.writerproc`) while this one fetches and decodes.
 
 Reorgs, finality and pauses are in :mod:`indexer.reorg`.
 """

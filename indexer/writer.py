@@ -7,9 +7,11 @@ cursor and the chain's counters in **one transaction** (:class:`indexer.store.Bu
 
 :class:`BulkLoad` decides when a sync is large enough to write without the indexes on
 random keys (expected events: events per block so far times the blocks left, above
-``bulk_events``) and builds them when the sync ends (:meth:`indexer.store.Store.defer_indexes`),
-as bulk loaders do; an indexer that starts on a store where they are missing (an
-interrupted backfill) builds them after its first sync.
+``bulk_events`` and above the events the store already holds, since building an index
+again reads the whole table) and builds them when the sync ends
+(:meth:`indexer.store.Store.defer_indexes`), as bulk loaders do; an indexer that starts on a
+store where they are missing (an interrupted backfill) builds them after its first sync.
+``bulk_events=0`` defers on every sync (tests).
 """
 
 from __future__ import annotations
@@ -216,11 +218,13 @@ class BulkLoad:
         self.limit = limit
         self.active = False  # this sync runs without the deferrable indexes
         self.missing = False  # found missing at start: build them after the next sync
+        self.stored = 0  # events in the store at start (every chain's: the indexes are shared)
         self._written = (0, 0)  # events and blocks written by the current sync
 
     async def check_store(self) -> None:
         """At start: are indexes missing (an interrupted backfill)?"""
         self.missing = bool(await asyncio.to_thread(self.store.missing_indexes))
+        self.stored = await asyncio.to_thread(self.store.stored_events)
 
     def start_sync(self) -> None:
         self._written = (0, 0)
@@ -248,8 +252,8 @@ class BulkLoad:
         per_block = max(events / max(1, blocks), group_density)
         last = group[-1].batch
         expected = events + per_block * max(0, last.head - last.last)
-        if expected <= self.limit:
-            return
+        if expected <= self.limit or (self.limit and expected <= self.stored):
+            return  # small, or a catch-up on a large store: rebuilding would cost more
         started = time.perf_counter()
         await asyncio.to_thread(self.store.defer_indexes)
         self.active = True

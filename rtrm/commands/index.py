@@ -70,8 +70,9 @@ def register(subparsers: Subparsers) -> None:
         type=int,
         default=200_000,
         metavar="N",
-        help="a backfill expecting more events than this drops the indexes on random keys "
-        "and builds them at its end (default 200000; -1: never)",
+        help="a backfill expecting more events than this (and than the store holds) drops "
+        "the indexes on random keys and builds them at its end (default 200000; 0: every "
+        "backfill; -1: never)",
     )
     index.add_argument("--no-progress", action="store_true", help="log lines only, no bars")
     index.add_argument(

@@ -17,7 +17,7 @@ import pytest
 from rtrm_testing import index_once, store_fingerprint
 
 from indexer.fetch import FetchedRange
-from indexer.models import DEFERRABLE_INDEXES
+from indexer.models import DEFERRABLE_INDEXES, metadata
 from indexer.pipeline import IndexerOptions
 from indexer.state import Changes
 from indexer.store import open_store, schema_differences
@@ -62,6 +62,38 @@ def test_a_dense_group_after_empty_blocks_defers_the_indexes(tmp_path: Path) -> 
         assert bulk.active
         assert sorted(store.missing_indexes()) == sorted(DEFERRABLE_INDEXES)
         asyncio.run(bulk.end_sync(failed=False))
+        assert store.missing_indexes() == []
+    finally:
+        store.dispose()
+
+
+def test_a_catch_up_on_a_larger_store_keeps_the_indexes(tmp_path: Path) -> None:
+    """300,000 events to go are a bulk load into an empty store, but a catch-up on one
+    that holds a million: dropping the indexes would make readers scan, and rebuilding
+    them reads the whole table."""
+    store = open_store(f"sqlite:///{tmp_path / 'rtrm.db'}")
+    chain = metadata.tables["chain"]
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                chain.insert().values(
+                    chain_id=1, name="a", genesis_hash="0x", finality_depth=1, events=1_000_000
+                )
+            )
+        group = [_prepared(1, 10, 3_000, 1_000)]  # ~300,000 events expected
+        bulk = BulkLoad(1, store, 100_000)
+        asyncio.run(bulk.check_store())
+        assert bulk.stored == 1_000_000
+        bulk.start_sync()
+        asyncio.run(bulk.before_write(group))
+        assert not bulk.active
+        assert store.missing_indexes() == []
+        always = BulkLoad(1, store, 0)  # 0: every backfill, whatever the store holds
+        asyncio.run(always.check_store())
+        always.start_sync()
+        asyncio.run(always.before_write(group))
+        assert always.active
+        asyncio.run(always.end_sync(failed=False))
         assert store.missing_indexes() == []
     finally:
         store.dispose()
