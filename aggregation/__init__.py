@@ -16,12 +16,9 @@ every ``rtrm`` command does) does not load numpy and scipy.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
-
-# Two functions share their module's name: bind them now, after their modules load, so
-# `aggregation.black76` is always the function (a later submodule import cannot rebind it).
-from aggregation.black76 import black76
-from aggregation.implied_vol import implied_vol
 
 if TYPE_CHECKING:
     from aggregation.accounts import (
@@ -33,7 +30,7 @@ if TYPE_CHECKING:
         liquidate_accounts,
         margin_accounts,
     )
-    from aggregation.black76 import Greeks
+    from aggregation.black76 import Greeks, black76
     from aggregation.cascade import (
         AccountEvents,
         CascadeParams,
@@ -45,7 +42,7 @@ if TYPE_CHECKING:
     from aggregation.contagion import debtrank, eisenberg_noe, protocol_network
     from aggregation.exposure import CanonicalMap, asset_exposure, liquidation_ladder
     from aggregation.hedging import HedgePlan, plan_delta_hedge, whalley_wilmott_band
-    from aggregation.implied_vol import ImpliedVolResult, IVReason
+    from aggregation.implied_vol import ImpliedVolResult, IVReason, implied_vol
     from aggregation.lending import LendingParams, account_health, liquidation_prices
     from aggregation.loader import load_snapshot
     from aggregation.margin import (
@@ -122,6 +119,7 @@ _EXPORTS: dict[str, str] = {
     "account_liquidation_moves": "aggregation.accounts",
     "account_state": "aggregation.accounts",
     "asset_exposure": "aggregation.exposure",
+    "black76": "aggregation.black76",
     "cascade": "aggregation.cascade",
     "debtrank": "aggregation.contagion",
     "deribit_pm_grid": "aggregation.scenarios",
@@ -132,6 +130,7 @@ _EXPORTS: dict[str, str] = {
     "fhs_scenarios": "aggregation.tailrisk",
     "fit_garch": "aggregation.tailrisk",
     "historical": "aggregation.stress",
+    "implied_vol": "aggregation.implied_vol",
     "liquidate_accounts": "aggregation.accounts",
     "liquidation_ladder": "aggregation.exposure",
     "liquidation_prices": "aggregation.lending",
@@ -240,3 +239,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Two functions share their module's name (``black76``, ``implied_vol``). Importing
+    such a submodule binds it on the package, which would hide the function; the package
+    keeps the name for the function, loaded on first use like every other export. The
+    submodules stay importable (``from aggregation.black76 import Greeks``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_SHADOWED = frozenset({"black76", "implied_vol"})
+sys.modules[__name__].__class__ = _Package
