@@ -50,12 +50,10 @@ $(PY_STAMP): pyproject.toml | check-tools $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# `npm ci` installs exactly the lock file. If it refuses (a lock written where some
-# platform packages of anvil could not be resolved is "out of sync" for it), fall back
-# to `npm install`, which installs the same pinned versions.
+# `npm ci` installs exactly the lock file (which lists anvil's package for every
+# platform), and fails loudly when package.json and the lock disagree.
 $(NODE_STAMP): package.json package-lock.json | check-tools
-	npm ci --no-audit --no-fund || { \
-	  echo "npm ci failed; retrying with npm install" >&2; npm install --no-audit --no-fund; }
+	npm ci --no-audit --no-fund
 	@touch $@
 
 demo: setup  ## run everything on a local devnet
