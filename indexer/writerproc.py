@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import pickle
@@ -79,7 +80,7 @@ class WriterProcess:
         Blocking: call it from a thread."""
         self.wait_ready()
         try:
-            self._pipe.send_bytes(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
+            self._pipe.send_bytes(_dumps(group))
         except OSError:
             self.close()
             raise StoreError(self._died()) from None
@@ -112,6 +113,17 @@ class WriterProcess:
             self._process.kill()
             self._process.join()
         self._pipe.close()
+
+
+def _dumps(group: list[RangeRows]) -> memoryview:
+    """``group`` pickled without the memo: rows are trees of plain values (no cycles, and
+    no object whose sharing matters), and remembering each of a group's million values
+    took most of the pickling time (3.3 against 0.5 µs per raw row)."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True
+    pickler.dump(group)
+    return buffer.getbuffer()
 
 
 def _serve(database_url: str, chain_id: int, pipe: Pipe, parent: int) -> None:
