@@ -4,7 +4,8 @@ The URL comes from, in order: a connection handed over by :func:`indexer.store.u
 (``config.attributes["connection"]``, what ``rtrm index`` uses, with the URL from
 ``rtrm.toml``), ``alembic -x url=…``, ``RTRM_DATABASE_URL``, and finally the default
 ``sqlite:///.rtrm/rtrm.db``.
-Only model modules are imported here, so the migrations never depend on the pipeline.
+Only the models and the store's engine set-up are imported here, so the migrations never
+depend on the pipeline.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
 import insurance.models  # noqa: F401 - registers the insurance tables in the shared metadata
 from indexer import models
+from indexer.store import open_store
 
 target_metadata = models.metadata
 
@@ -48,13 +49,14 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(_url())
+    # The store's own engine: one transaction for the whole upgrade, on SQLite too (whose
+    # Python driver would commit each CREATE on its own).
+    store = open_store(_url(), migrate=False)
     try:
-        with engine.connect() as conn:
+        with store.transaction() as conn:
             _run(conn)
-            conn.commit()
     finally:
-        engine.dispose()
+        store.dispose()
 
 
 if context.is_offline_mode():
