@@ -2,7 +2,10 @@
 
 A :class:`FaultPlan` is a frozen description; a :class:`FaultInjector` made from it
 decides, request by request, whether to inject one of the transient :class:`Fault` kinds.
-Two more behaviours are not drawn by chance but follow from the request itself:
+:data:`TRANSIENT_FAULTS` are what a client's retries must absorb; ``MALFORMED`` (drawn
+like them, never by :meth:`FaultPlan.chaos` unless asked) answers with a header or a log
+whose fields are not what JSON-RPC allows (:func:`malform`), which only the caller of the
+client can notice. Two more behaviours are not drawn by chance but follow from the request itself:
 ``eth_getLogs`` over more than ``range_limit_blocks`` blocks gets a provider-style range
 error (:func:`range_limit_error`), and a proxy switched to *syncing* rewrites head answers
 (:func:`syncing_status`); :func:`local_reply` applies both to one call. Nothing here does
@@ -39,6 +42,7 @@ __all__ = [
     "calls_of",
     "head_needed",
     "local_reply",
+    "malform",
     "needs_head",
     "range_limit_error",
     "syncing_status",
@@ -59,6 +63,7 @@ class Fault(StrEnum):
     TIMEOUT = "timeout"  # hold the request for timeout_hold_s, then drop the connection
     TRUNCATE = "truncate"  # forward, then cut the body (a valid HTTP response, bad JSON)
     DROP = "drop"  # close the connection without answering (not forwarded)
+    MALFORMED = "malformed"  # forward, then break one header or log (valid JSON, bad fields)
     RANGE_LIMIT = "range_limit"  # eth_getLogs span above the limit (not drawn: by span)
     SYNCING = "syncing"  # an answer rewritten by syncing mode (not drawn: by switch)
 
@@ -94,7 +99,7 @@ class FaultRule:
     methods: frozenset[str] = field(default_factory=frozenset)  # empty: every method
 
     def __post_init__(self) -> None:
-        if self.fault not in TRANSIENT_FAULTS:
+        if self.fault not in (*TRANSIENT_FAULTS, Fault.MALFORMED):
             raise ValueError(
                 f"{self.fault} is not drawn per request; use FaultPlan.range_limit_blocks "
                 "or FaultProxy.set_syncing"
@@ -162,6 +167,10 @@ class FaultInjector:
         self.plan = plan
         self._rng = random.Random(plan.seed)
         self._matched = [0] * len(plan.rules)
+
+    def draw(self) -> float:
+        """A number in [0, 1) from the plan's seeded generator (how a fault is shaped)."""
+        return self._rng.random()
 
     def decide(self, methods: Sequence[str]) -> Fault | None:
         """The fault for a request carrying ``methods`` (one, or a batch's), or None."""
@@ -313,3 +322,47 @@ def local_reply(
 
 def _result(request_id: Any, result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+# ---------------------------------------------------------------- malformed answers
+
+# What MALFORMED does to a log, or to a block header: never a plausible value (a valid hash
+# or number that is merely different would be a different chain, not a broken answer).
+_LOG_BREAKS: tuple[tuple[str, Any], ...] = (
+    ("blockNumber", "0xzz"),
+    ("logIndex", None),  # the key is dropped
+    ("transactionHash", 7),
+    ("topics", "0x"),
+    ("", None),  # the whole log becomes null
+)
+_HEADER_BREAKS: tuple[tuple[str, Any], ...] = (
+    ("number", "0xzz"),
+    ("hash", None),
+    ("parentHash", 5),
+    ("", "0x"),  # the whole header becomes a string
+)
+
+
+def malform(answer: Any, draw: float) -> bool:
+    """Break, in place, the first log list or block header among the replies of a JSON-RPC
+    ``answer`` (one reply or a batch); ``draw`` in [0, 1) picks how. True if one was found."""
+    for reply in answer if isinstance(answer, list) else [answer]:
+        result = reply.get("result") if isinstance(reply, dict) else None
+        if isinstance(result, list) and result and isinstance(result[0], dict):
+            key, value = _LOG_BREAKS[int(draw * len(_LOG_BREAKS))]
+            _break(result, 0, key, value, drop=key == "logIndex")
+            return True
+        if isinstance(result, dict) and "hash" in result:
+            key, value = _HEADER_BREAKS[int(draw * len(_HEADER_BREAKS))]
+            _break(reply, "result", key, value, drop=False)
+            return True
+    return False
+
+
+def _break(holder: Any, at: Any, key: str, value: Any, *, drop: bool) -> None:
+    if not key:
+        holder[at] = value
+    elif drop:
+        del holder[at][key]
+    else:
+        holder[at][key] = value

@@ -3,7 +3,8 @@
 :class:`FaultProxy` listens on 127.0.0.1 (a free port by default) in a background thread
 with its own event loop, forwards each JSON-RPC request to one upstream URL, and injects
 the faults its :class:`~chains.faultplan.FaultPlan` decides: HTTP 429 / 500 / 502 / 503,
-a timeout (hold, then drop), a cut-off body, a dropped connection, and provider-style
+a timeout (hold, then drop), a cut-off body, a dropped connection, an answer with a
+broken block header or log (valid JSON, fields JSON-RPC does not allow), and provider-style
 ``eth_getLogs`` range-limit errors. Two switches change it at run time: :meth:`set_syncing`
 makes it a node that lags behind (stale ``eth_blockNumber``, an ``eth_syncing`` object,
 ``latest`` blocks from the stale head), and :meth:`repoint` sends it to another upstream,
@@ -45,6 +46,7 @@ from aiohttp import web
 
 from chains.anvil import LOOPBACK
 from chains.faultplan import (
+    TRANSIENT_FAULTS,
     Fault,
     FaultInjector,
     FaultPlan,
@@ -52,6 +54,7 @@ from chains.faultplan import (
     calls_of,
     head_needed,
     local_reply,
+    malform,
 )
 from chains.rpcwire import dumps, loads
 
@@ -282,6 +285,8 @@ class FaultProxy:
         status, answer = await self._answer(
             upstream, body=body, parsed=parsed, calls=calls, plan=plan, lag=lag
         )
+        if fault is Fault.MALFORMED:
+            answer = self._malform(answer)
         if fault is Fault.TRUNCATE:
             answer = answer[
                 : min(len(answer) - 1, max(1, int(len(answer) * plan.truncate_fraction)))
@@ -289,6 +294,16 @@ class FaultProxy:
         if plan.delay_s > 0:
             await asyncio.sleep(plan.delay_s)
         return web.Response(body=answer, status=status, content_type="application/json")
+
+    def _malform(self, body: bytes) -> bytes:
+        """``body`` with one header or log broken (:func:`~chains.faultplan.malform`)."""
+        try:
+            answer = loads(body)
+        except ValueError:
+            return body  # an upstream failure: nothing to break
+        with self._lock:
+            draw = self._injector.draw()
+        return dumps(answer) if malform(answer, draw) else body
 
     async def _answer(
         self,
@@ -389,9 +404,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-hint", action="store_true", help="no suggested range in errors")
     parser.add_argument("--lag", type=int, default=None, help="act as a node this far behind")
+    parser.add_argument(
+        "--malformed", action="store_true", help="--chaos also breaks headers and logs"
+    )
     args = parser.parse_args(argv)
+    faults = (*TRANSIENT_FAULTS, Fault.MALFORMED) if args.malformed else TRANSIENT_FAULTS
     plan = FaultPlan.chaos(
         args.chaos,
+        faults=faults,
         seed=args.seed,
         delay_s=args.delay,
         range_limit_blocks=args.range_limit,

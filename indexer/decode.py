@@ -57,7 +57,7 @@ from indexer.abiwords import (
     topic_word,
     word_value,
 )
-from indexer.exceptions import DecodeError
+from indexer.exceptions import DecodeError, MalformedLogError
 
 __all__ = ["ArgValue", "DecodedLog", "LogDecoder", "decode_logs", "default_decoder"]
 
@@ -322,13 +322,17 @@ class LogDecoder:
                 item.__class__ = decoded
                 append(item)
             except Exception as exc:  # whatever broke, say where: never crash the batch
-                raise _diagnose(self._plans, chain_id, log, exc) from None
+                raise _diagnose(self._plans, chain_id, log, exc, envelope=False) from None
         return out
 
-    def diagnose(self, chain_id: int, log: Any, error: Exception) -> DecodeError:
+    def diagnose(
+        self, chain_id: int, log: Any, error: Exception, *, envelope: bool = False
+    ) -> DecodeError:
         """The :class:`DecodeError` for ``log``, which failed with ``error`` (as raised by
-        :meth:`decode_logs`): chain, block, transaction, log index, event, field, reason."""
-        return _diagnose(self._plans, chain_id, log, error)
+        :meth:`decode_logs`): chain, block, transaction, log index, event, field, reason.
+        With ``envelope`` (the log's own fields are broken, not its event's), a
+        :class:`MalformedLogError`, whose advice is to read the answer again."""
+        return _diagnose(self._plans, chain_id, log, error, envelope=envelope)
 
     def _skip(self, log: Mapping[str, Any], unknown: list[Mapping[str, Any]] | None) -> None:
         topics = log["topics"]
@@ -423,7 +427,7 @@ def _unknown_fault(log: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _diagnose(
-    plans: Mapping[str, _EventPlan], chain_id: int, log: Any, exc: Exception
+    plans: Mapping[str, _EventPlan], chain_id: int, log: Any, exc: Exception, *, envelope: bool
 ) -> DecodeError:
     """The :class:`DecodeError` for a log the fast path rejected: where, what and why."""
     fields: Mapping[str, Any] = log if isinstance(log, Mapping) else {}
@@ -441,10 +445,17 @@ def _diagnose(
     block, tx, index = (fields.get(k) for k in ("blockNumber", "transactionHash", "logIndex"))
     event = plan.abi.name if plan is not None else None
     where = f"chain {chain_id}, block {_readable(block)}, tx {tx}, log index {_readable(index)}"
-    return DecodeError(
-        f"cannot decode log ({where}, event {event or '?'}): {field}: {reason}. The node's log "
-        "does not match the ABI in contracts/build: check the RPC endpoint, or rebuild the "
-        "contracts (`make contracts`) if the event changed",
+    if envelope:
+        kind: type[DecodeError] = MalformedLogError
+        advice = "the node's answer is malformed: read again (if it persists, check rpc_urls)"
+    else:
+        kind = DecodeError
+        advice = (
+            "The node's log does not match the ABI in contracts/build: check the RPC endpoint, "
+            "or rebuild the contracts (`make contracts`) if the event changed"
+        )
+    return kind(
+        f"cannot decode log ({where}, event {event or '?'}): {field}: {reason}. {advice}",
         chain_id=chain_id,
         block=block,
         tx_hash=tx,

@@ -8,6 +8,8 @@ Messages name the chain id and block range involved and what to do next::
     ├── ChainPausedError            a chain stopped to protect the store (reorg below
     │                               finality, syncing node, new genesis); others go on
     ├── DecodeError (ValueError)    a log does not match its event's ABI
+    ├── MalformedAnswerError        a node's answer is not what JSON-RPC promises
+    │   └── MalformedLogError       a log's envelope (hashes, indexes, hex), also a DecodeError
     └── RangeNotSplittableError     eth_getLogs failed on a single block: back off, retry
 """
 
@@ -17,6 +19,8 @@ __all__ = [
     "ChainPausedError",
     "DecodeError",
     "IndexerError",
+    "MalformedAnswerError",
+    "MalformedLogError",
     "RangeNotSplittableError",
     "StoreError",
     "WriterLockedError",
@@ -70,6 +74,22 @@ class DecodeError(IndexerError, ValueError):
         self.log_index = log_index
         self.event = event
         self.field = field
+
+
+class MalformedAnswerError(IndexerError):
+    """A node answered with something JSON-RPC does not allow (a block header without a
+    0x-hex hash, a log that is not an object, a non-hex block number).
+
+    Never trusted, never written: the range is read again, and a chain whose node keeps
+    answering so restarts with back-off (the message names the method and the field).
+    """
+
+
+class MalformedLogError(MalformedAnswerError, DecodeError):
+    """A log whose envelope is not what JSON-RPC promises (a missing ``logIndex``, a
+    transaction hash that is not 0x + 64 hex digits, ...): a broken answer, read again, as
+    opposed to a well-formed log that does not fit its event's ABI (a plain
+    :class:`DecodeError`, stored raw and left out of the derived state)."""
 
 
 class RangeNotSplittableError(IndexerError):

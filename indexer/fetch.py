@@ -15,7 +15,8 @@ Each range ``[first, last]`` is read as:
    read in smaller pieces, so an error never skips a block);
 3. the header of ``last`` again: if it changed, the chain reorganised while we read and
    the range is read again; logs must be canonical (``removed`` false, inside the range,
-   those of ``last`` carrying its hash).
+   those of ``last`` carrying its hash). A malformed header or log list
+   (:mod:`indexer.answers`) is never trusted: the range is read again after a back-off.
 
 Linking: when ranges are delivered, the hash of ``first - 1`` that range *k+1* saw must
 equal the hash of range *k*'s ``last`` (or the cursor's for the first range): otherwise
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
@@ -36,7 +36,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chains.exceptions import RPCError
-from indexer.exceptions import IndexerError, RangeNotSplittableError
+from indexer import answers
+from indexer.answers import backoff_s
+from indexer.exceptions import IndexerError, MalformedAnswerError, RangeNotSplittableError
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeController
 from indexer.reorg import Reorged
@@ -79,11 +81,6 @@ class FetchedRange:
         if self.header is not None:
             return str(self.header["hash"])
         return str(self.logs[-1]["blockHash"])
-
-
-def _backoff_s(failures: int) -> float:
-    """Exponential back-off with full jitter, capped at 5 s."""
-    return random.uniform(0, min(5.0, 0.1 * 2**failures))
 
 
 class RangeFetcher:
@@ -144,28 +141,47 @@ class RangeFetcher:
                     await task
 
     async def fetch(self, first: int, last: int, head: int, finalized: int) -> FetchedRange:
-        """Read ``[first, last]`` until the answer is canonical (module docstring)."""
+        """Read ``[first, last]`` until the answer is canonical (module docstring); a
+        malformed answer is read again after a back-off (:func:`indexer.answers.reread`)."""
         while True:
-            started = time.perf_counter()
-            calls: list[tuple[str, Sequence[Any]]] = [("eth_getBlockByNumber", [hex(last), False])]
-            if first > 0:
-                calls.append(("eth_getBlockByNumber", [hex(first - 1), False]))
-            headers = await self.client.batch(calls)
-            parent = headers[1] if first > 0 else None
-            logs = await self._logs(first, last)
-            again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
-            header = headers[0]
-            if header is None or again is None or again["hash"] != header["hash"]:
-                log.info("chain %s: block %s changed while fetching; again", self.chain_id, last)
-                continue
-            if not _consistent(logs, first, last, header):
-                log.info(
-                    "chain %s: inconsistent logs for %s..%s; again", self.chain_id, first, last
+            fetched = await answers.reread(lambda: self._fetch_once(first, last, head, finalized))
+            if fetched is not None:
+                return fetched
+
+    async def _fetch_once(
+        self, first: int, last: int, head: int, finalized: int
+    ) -> FetchedRange | None:
+        """One reading of ``[first, last]``; None if the chain moved while we read."""
+        started = time.perf_counter()
+        calls: list[tuple[str, Sequence[Any]]] = [("eth_getBlockByNumber", [hex(last), False])]
+        if first > 0:
+            calls.append(("eth_getBlockByNumber", [hex(first - 1), False]))
+        headers = await self.client.batch(calls)
+        header = answers.header(headers[0], chain_id=self.chain_id, block=last)
+        parent = None
+        if first > 0:
+            parent = answers.header(headers[1], chain_id=self.chain_id, block=first - 1)
+            if parent is None and header is not None:
+                raise MalformedAnswerError(
+                    f"chain {self.chain_id}: eth_getBlockByNumber({first - 1}) answered null "
+                    f"while block {last} exists; read again (if it persists, check the "
+                    "chain's rpc_urls)"
                 )
-                continue
-            parent_hash = str(parent["hash"]) if parent is not None else None
-            elapsed = time.perf_counter() - started
-            return FetchedRange(first, last, header, parent_hash, logs, head, finalized, elapsed)
+        logs = await self._logs(first, last)
+        again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
+        again = answers.header(again, chain_id=self.chain_id, block=last)
+        if header is None or again is None or again["hash"] != header["hash"]:
+            log.info("chain %s: block %s changed while fetching; again", self.chain_id, last)
+            return None
+        canonical = answers.canonical_logs(
+            logs, chain_id=self.chain_id, first=first, last=last, last_hash=header["hash"]
+        )
+        if canonical is None:
+            log.info("chain %s: inconsistent logs for %s..%s; again", self.chain_id, first, last)
+            return None
+        parent_hash = str(parent["hash"]) if parent is not None else None
+        elapsed = time.perf_counter() - started
+        return FetchedRange(first, last, header, parent_hash, logs, head, finalized, elapsed)
 
     async def _logs(self, first: int, last: int) -> list[dict[str, Any]]:
         """``eth_getLogs`` over ``[first, last]`` in pieces of the controller's span."""
@@ -192,7 +208,7 @@ class RangeFetcher:
                         f"{type(part).__name__}, not a list of logs, {failures} times; "
                         "check the chain's rpc_urls"
                     )
-                await asyncio.sleep(_backoff_s(failures))
+                await asyncio.sleep(backoff_s(failures))
                 continue
             self.ranges.on_success(hi - lo + 1, len(part), time.perf_counter() - started)
             logs += part
@@ -209,10 +225,10 @@ class RangeFetcher:
         except RangeNotSplittableError:
             if failures > _MAX_FETCH_FAILURES:
                 raise
-            await asyncio.sleep(_backoff_s(failures))
+            await asyncio.sleep(backoff_s(failures))
             return
         if decision.reason == "unrelated":  # not about the range: wait, same span
-            await asyncio.sleep(_backoff_s(failures))
+            await asyncio.sleep(backoff_s(failures))
 
 
 def _pieces(batch: FetchedRange, size: int) -> Iterator[FetchedRange]:
@@ -245,18 +261,3 @@ def _pieces(batch: FetchedRange, size: int) -> Iterator[FetchedRange]:
         yield replace(
             batch, first=first, parent_hash=parent_hash, logs=rest, fetch_s=share * len(rest)
         )
-
-
-def _consistent(
-    logs: list[dict[str, Any]], first: int, last: int, header: Mapping[str, Any]
-) -> bool:
-    last_hash = header["hash"]
-    for entry in logs:
-        if entry.get("removed"):
-            return False
-        number = int(entry["blockNumber"], 16)
-        if not first <= number <= last:
-            return False
-        if number == last and entry["blockHash"] != last_hash:
-            return False
-    return True

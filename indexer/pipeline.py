@@ -42,8 +42,8 @@ from chains.endpoints import RpcPolicy
 from chains.exceptions import ChainError
 from chains.spec import ChainSpec
 from chains.types import ContractKind
-from indexer import gcpolicy
-from indexer.exceptions import IndexerError
+from indexer import answers, gcpolicy
+from indexer.exceptions import IndexerError, MalformedAnswerError, MalformedLogError
 from indexer.fetch import ChainClient, FetchedRange, RangeFetcher
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeConfig, RangeController
@@ -148,12 +148,21 @@ class ChainIndexer(ReorgHandling):
 
     async def prepare(self) -> None:
         """Check the node is the chain we indexed before, load cursor and state."""
-        genesis = await self.client.call("eth_getBlockByNumber", ["0x0", False])
-        genesis_hash = str(genesis["hash"])
+        genesis_hash = await answers.reread(self._genesis_hash)
         self.genesis_hash = genesis_hash
         contracts = await self._contract_infos()
         await asyncio.to_thread(self._prepare_store, genesis_hash, contracts)
         await self.bulk.check_store()
+
+    async def _genesis_hash(self) -> str:
+        genesis = await self.client.call("eth_getBlockByNumber", ["0x0", False])
+        genesis = answers.header(genesis, chain_id=self.chain_id, block=0)
+        if genesis is None:
+            raise MalformedAnswerError(
+                f"chain {self.chain_id}: the node has no genesis block (eth_getBlockByNumber(0) "
+                "answered null); check the chain's rpc_urls"
+            )
+        return str(genesis["hash"])
 
     async def _contract_infos(self) -> dict[str, ContractInfo]:
         infos: dict[str, ContractInfo] = {}
@@ -303,8 +312,13 @@ class ChainIndexer(ReorgHandling):
                 raise failures[0]
 
     async def _head(self) -> tuple[int, int]:
+        """The head and the finalized block; raises :class:`Restarted` (new genesis) or
+        pauses a syncing node; notes whether the cursor's block was replaced."""
+        return await answers.reread(self._read_head)
+
+    async def _read_head(self) -> tuple[int, int]:
         number, tip_hash = self.cursor
-        latest, finalized, syncing, genesis, tip = await self.client.batch(
+        answered = await self.client.batch(
             [
                 ("eth_getBlockByNumber", ["latest", False]),
                 ("eth_getBlockByNumber", ["finalized", False]),
@@ -313,6 +327,17 @@ class ChainIndexer(ReorgHandling):
                 ("eth_getBlockByNumber", [hex(max(number, 0)), False]),
             ]
         )
+        chain = self.chain_id
+        latest = answers.header(answered[0], chain_id=chain, block="latest")
+        finalized = answers.header(answered[1], chain_id=chain, block="finalized")
+        syncing = answered[2]
+        genesis = answers.header(answered[3], chain_id=chain, block=0)
+        tip = answers.header(answered[4], chain_id=chain, block=max(number, 0))
+        if latest is None:
+            raise MalformedAnswerError(
+                f"chain {chain}: eth_getBlockByNumber(latest) answered null; check the "
+                "chain's rpc_urls"
+            )
         if genesis is None or genesis["hash"] != self.genesis_hash:
             raise Restarted
         self.tip_replaced = bool(tip_hash) and (tip is None or tip["hash"] != tip_hash)
@@ -350,7 +375,7 @@ class ChainIndexer(ReorgHandling):
         try:
             while (batch := await fetched.get()) is not None:
                 if not self._abort:
-                    await prepared.put(await asyncio.to_thread(self._prepare, batch))
+                    await prepared.put(await self._prepared(batch))
         except BaseException:
             self._abort = True
             raise
@@ -441,6 +466,24 @@ class ChainIndexer(ReorgHandling):
                     self._errors_seen[(endpoint.url, kind)] = count
 
     # ------------------------------------------------------------ writing
+
+    async def _prepared(self, batch: FetchedRange) -> Prepared:
+        """``batch`` decoded and derived. A log with a broken envelope (a missing field, a
+        non-hex hash) is a broken answer, found before anything is derived: the range is
+        read again, and must link as before (else the chain moved: :class:`Reorged`)."""
+        for attempt in range(1, answers.READ_ATTEMPTS + 1):
+            try:
+                return await asyncio.to_thread(self._prepare, batch)
+            except MalformedLogError as exc:
+                if attempt == answers.READ_ATTEMPTS:
+                    raise
+                log.warning("%s; reading blocks %s..%s again", exc, batch.first, batch.last)
+                await asyncio.sleep(answers.backoff_s(attempt))
+            again = await self.fetcher.fetch(batch.first, batch.last, batch.head, batch.finalized)
+            if (again.parent_hash, again.last_hash) != (batch.parent_hash, batch.last_hash):
+                raise Reorged
+            batch = again
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _prepare(self, batch: FetchedRange) -> Prepared:
         assert self.state is not None

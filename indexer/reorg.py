@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from indexer import answers
 from indexer.exceptions import ChainPausedError
 from indexer.store import rollback
 
@@ -91,7 +92,8 @@ class ReorgHandling:
             headers = await self.client.batch(
                 [("eth_getBlockByNumber", [hex(n), False]) for n, _ in chunk]
             )
-            for (number, stored_hash), header in zip(chunk, headers, strict=True):
+            for (number, stored_hash), answer in zip(chunk, headers, strict=True):
+                header = answers.header(answer, chain_id=self.chain_id, block=number)
                 if header is not None and header["hash"] == stored_hash:
                     ancestor = (number, stored_hash)
                     break
@@ -99,7 +101,11 @@ class ReorgHandling:
                 break
         if ancestor is None:
             ancestor = await asyncio.to_thread(self._ledger_at_or_below, finalized)
-            canonical = await self.client.call("eth_getBlockByNumber", [hex(ancestor[0]), False])
+            canonical = answers.header(
+                await self.client.call("eth_getBlockByNumber", [hex(ancestor[0]), False]),
+                chain_id=self.chain_id,
+                block=ancestor[0],
+            )
             if ancestor[1] and (canonical is None or canonical["hash"] != ancestor[1]):
                 await self._pause(
                     f"reorg below the finalized block {finalized}: block {ancestor[0]} "
@@ -110,7 +116,11 @@ class ReorgHandling:
                 )
         old_tip = self.cursor
         depth = old_tip[0] - ancestor[0]
-        new = await self.client.call("eth_getBlockByNumber", [hex(old_tip[0]), False])
+        new = answers.header(
+            await self.client.call("eth_getBlockByNumber", [hex(old_tip[0]), False]),
+            chain_id=self.chain_id,
+            block=old_tip[0],
+        )
         await asyncio.to_thread(self._rollback, ancestor, old_tip, new["hash"] if new else "")
         self.reorgs += 1
         self.reorgs_here += 1

@@ -2,8 +2,11 @@
 
 :func:`run_indexers` starts one :class:`~indexer.pipeline.ChainIndexer` per chain on one
 event loop. A chain's failure never stalls the others: a transient error (RPC down, a
-database hiccup) restarts that chain's indexer after a back-off; a pause that needs an
-operator (reorg below finality) stops only that chain and is reported. On PostgreSQL each
+database hiccup, a malformed answer) restarts that chain's indexer after a back-off, and so
+does any other exception (logged with its traceback: a bug, or something from outside that
+nothing checked); the back-off grows with failures in a row and starts over once the chain
+has written again. A pause that needs an operator (reorg below finality) stops only that
+chain and is reported. On PostgreSQL each
 chain first takes its single-writer advisory lock; a second indexer for the same chain
 waits as a hot standby (or, with ``once``, reports the chain as locked).
 """
@@ -93,6 +96,7 @@ async def _run_chain(
     indexer: ChainIndexer | None = None
     try:
         while not stop.is_set():
+            events_before = tally.events
             policy = _policy(spec, options)
             async with AsyncRpcClient(spec.rpc_urls, chain_id=chain_id, policy=policy) as client:
                 indexer = ChainIndexer(
@@ -105,15 +109,19 @@ async def _run_chain(
                     if metrics is not None:
                         metrics.paused.labels(chain_id).set(1)
                     return tally.outcome(chain_id, "paused", indexer, client, exc.reason)
-                except CHAIN_ERRORS as exc:
+                except Exception as exc:
                     tally.absorb(indexer, client)
+                    if tally.events > events_before:  # it got somewhere: a new fault
+                        failures = 0
                     delay = _RESTART_BACKOFF_S[min(failures, len(_RESTART_BACKOFF_S) - 1)]
                     failures += 1
+                    expected = isinstance(exc, CHAIN_ERRORS)
                     log.error(
                         "chain %s: indexer stopped: %s; restarting in %.1f s",
                         chain_id,
-                        describe(exc),
+                        describe(exc) if expected else f"unexpected {exc!r}",
                         delay,
+                        exc_info=not expected,  # a bug, or an answer nothing checked
                     )
                     if once and failures > len(_RESTART_BACKOFF_S):
                         return tally.outcome(chain_id, "failed", indexer, None, describe(exc))

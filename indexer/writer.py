@@ -146,8 +146,8 @@ def _raw_rows(
     are in; one pass, each block number and transaction hash converted once.
 
     A log whose envelope is not what JSON-RPC promises (a hash or data that is not 0x-hex
-    of the right length) raises :class:`DecodeError` saying which field: the range is not
-    written, and the chain is read again from the store's cursor.
+    of the right length) raises :class:`MalformedLogError` saying which field, before
+    anything is derived: the pipeline reads the range again.
     """
     rows: list[tuple[Any, ...]] = []
     blocks: dict[int, str] = {}
@@ -187,7 +187,7 @@ def _raw_rows(
                 raise ValueError("not 0x-hex of the expected size")
             append(row)
     except (KeyError, TypeError, ValueError) as exc:
-        raise default_decoder().diagnose(chain_id, entry, exc) from None
+        raise default_decoder().diagnose(chain_id, entry, exc, envelope=True) from None
     return rows, blocks
 
 

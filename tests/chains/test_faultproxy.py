@@ -24,6 +24,7 @@ from chains.faultplan import (
     FaultRule,
     RangeLimitStyle,
     block_span,
+    malform,
     range_limit_error,
 )
 from chains.faultproxy import FaultProxy
@@ -169,6 +170,43 @@ def test_plan_validation() -> None:
         FaultPlan(range_limit_blocks=0)
     assert block_span({"blockHash": "0x00"}, 5) is None
     assert block_span({"fromBlock": "earliest"}, 9) == (0, 9)
+
+
+@pytest.mark.parametrize("draw", [i / 20 for i in range(20)])
+def test_malform_breaks_a_header_or_a_log_never_into_a_plausible_value(draw: float) -> None:
+    word = "0x" + "ab" * 32
+    header = {"number": "0x5", "hash": word, "parentHash": word, "timestamp": "0x1"}
+    log = {"blockNumber": "0x5", "logIndex": "0x0", "transactionHash": word, "topics": [word]}
+    batch: list[dict[str, Any]] = [{"id": 1, "result": False}, {"id": 2, "result": dict(header)}]
+    assert malform(batch, draw)
+    broken = batch[1]["result"]
+    assert broken != header
+    assert batch[0]["result"] is False
+    if isinstance(broken, dict):
+        changed = {k for k in header if broken[k] != header[k]}
+        assert len(changed) == 1
+        assert not str(broken[changed.pop()]).startswith("0x" + "a")
+    single: dict[str, Any] = {"id": 3, "result": [dict(log), dict(log)]}
+    assert malform(single, draw)
+    first, second = single["result"]
+    assert first != log
+    assert second == log
+    assert not malform({"id": 4, "result": "0x1"}, draw)
+    assert not malform({"id": 5, "result": []}, draw)
+
+
+@chain
+def test_malformed_answers_are_valid_json_with_broken_fields(anvil: AnvilNode) -> None:
+    rule = FaultRule(Fault.MALFORMED, every_k=2, methods=frozenset({"eth_getBlockByNumber"}))
+    with FaultProxy.start(anvil.url, FaultPlan(rules=(rule,), seed=3)) as proxy:
+        answers = [
+            post(proxy.url, rpc("eth_getBlockByNumber", ["0x0", False]))[2] for _ in range(8)
+        ]
+        stats = proxy.stats()
+    headers = [json.loads(body)["result"] for body in answers]
+    assert headers[0] == headers[2] == headers[4] == headers[6]
+    assert all(h != headers[0] for h in headers[1::2])
+    assert stats.injected == {"malformed": 4}
 
 
 # ---------------------------------------------------------------- eth_getLogs range limits

@@ -1,8 +1,9 @@
 """RPC faults injected by a real proxy in front of anvil: the store ends up identical.
 
 Each run indexes the same seeded, crashed chain through a :class:`FaultProxy` that
-answers with HTTP 429/5xx, timeouts, truncated JSON, dropped connections and
-provider-style range-limit errors (with and without a suggested range); the result must
+answers with HTTP 429/5xx, timeouts, truncated JSON, dropped connections, malformed
+headers and logs, and provider-style range-limit errors (with and without a suggested
+range); the result must
 equal the fault-free index, and the faults must really have happened.
 """
 
@@ -87,6 +88,56 @@ def test_every_transient_fault_kind_is_survived(
     assert [o.status for o in outcomes] == ["ok"]
     assert store_fingerprint(store_url, small_devnet.nodes[0].chain_id) == reference
     assert {Fault(k) for k, n in injected.injected.items() if n} >= set(TRANSIENT_FAULTS)
+
+
+def test_malformed_headers_and_logs_are_read_again_never_trusted(
+    small_devnet: Any, reference: dict[str, Any], store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Headers with a null hash or a non-hex number, logs that are null or lack fields: no
+    false reorg, no dropped chain, no crash; the store equals the fault-free index."""
+    methods = frozenset({"eth_getLogs", "eth_getBlockByNumber"})
+    plan = FaultPlan(rules=(FaultRule(Fault.MALFORMED, 0.15, methods=methods),), seed=5)
+    with FaultProxy.start(small_devnet.nodes[0].rpc_url, plan) as proxy:
+        outcomes = index_once(
+            small_devnet.config_path,
+            store_url,
+            rpc_urls=(proxy.url,),
+            options=IndexerOptions(rpc=FAST_RPC, max_span=4),
+        )
+        injected = proxy.stats().injected
+    assert [(o.status, o.reorgs) for o in outcomes] == [("ok", 0)]
+    assert injected.get("malformed", 0) >= 3
+    assert store_fingerprint(store_url, small_devnet.nodes[0].chain_id) == reference
+    assert "malformed" in caplog.text
+    assert "unexpected" not in caplog.text  # every break was recognised for what it is
+
+
+def test_an_unexpected_error_restarts_the_chain_instead_of_ending_the_process(
+    small_devnet: Any,
+    reference: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug (here: the first state derivation raises a RuntimeError) is logged with its
+    traceback and that chain restarts from the store; the run still ends complete."""
+    from indexer.state import ChainState
+
+    apply, raised = ChainState.apply, list[bool]()
+
+    def apply_once_broken(self: ChainState, decoded: Any) -> Any:
+        if not raised:
+            raised.append(True)
+            raise RuntimeError("a bug in the state derivation")
+        return apply(self, decoded)
+
+    monkeypatch.setattr(ChainState, "apply", apply_once_broken)
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    outcomes = index_once(small_devnet.config_path, url, options=IndexerOptions(rpc=FAST_RPC))
+    assert [o.status for o in outcomes] == ["ok"]
+    assert "unexpected RuntimeError('a bug in the state derivation')" in caplog.text
+    assert "Traceback" in caplog.text
+    assert store_fingerprint(url, small_devnet.nodes[0].chain_id) == reference
 
 
 def test_rpc_errors_by_kind_reach_prometheus(small_devnet: Any, tmp_path: Path) -> None:
