@@ -3,9 +3,10 @@
 A :class:`RangeFetcher` turns "everything after the tip, up to the head" into a stream of
 :class:`FetchedRange` values. Ranges are cut by the adaptive controller
 (:mod:`indexer.ranges`) and up to ``concurrency`` of them are in flight at once (a node
-answers two ``eth_getLogs`` faster than one after the other), once a first answer has
-sized the span (until then a dense chain would get several oversized ranges at once);
-they are delivered strictly in block order.
+answers two ``eth_getLogs`` faster than one after the other), once an answer with logs
+has sized the span (until then a span grown over empty blocks would meet the first dense
+ones several times over, in ranges all in flight at once); they are delivered strictly in
+block order.
 
 Each range ``[first, last]`` is read as:
 
@@ -102,7 +103,7 @@ class RangeFetcher:
         self.ranges = ranges
         self.concurrency = max(1, concurrency)
         self.metrics = metrics
-        self._calibrated = False  # a range was read: its answer has sized the span
+        self._calibrated = False  # an answer with logs has sized the span
 
     async def stream(
         self, tip: tuple[int, str], head: int, finalized: int, stop: asyncio.Event
@@ -126,7 +127,7 @@ class RangeFetcher:
                 if stop.is_set():
                     return
                 batch = inflight.popleft().result()
-                self._calibrated = True
+                self._calibrated = self._calibrated or bool(batch.logs)
                 if linked and batch.parent_hash != linked:
                     raise Reorged
                 linked = batch.last_hash
@@ -210,7 +211,8 @@ class RangeFetcher:
                     )
                 await asyncio.sleep(backoff_s(failures))
                 continue
-            self.ranges.on_success(hi - lo + 1, len(part), time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.ranges.on_success(hi - lo + 1, len(part), elapsed, spread=_spread(part))
             logs += part
             start = hi + 1
         return logs
@@ -229,6 +231,15 @@ class RangeFetcher:
             return
         if decision.reason == "unrelated":  # not about the range: wait, same span
             await asyncio.sleep(backoff_s(failures))
+
+
+def _spread(logs: list[Any]) -> int | None:
+    """Blocks from the first log's to the last log's, inclusive (None if none or unreadable:
+    a malformed answer is named by :func:`indexer.answers.canonical_logs`)."""
+    try:
+        return int(logs[-1]["blockNumber"], 16) - int(logs[0]["blockNumber"], 16) + 1
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _pieces(batch: FetchedRange, size: int) -> Iterator[FetchedRange]:

@@ -250,21 +250,26 @@ class RangeController:
             )
         return start, min(limit_block, start + self._span - 1)
 
-    def on_success(self, span: int, n_logs: int, elapsed_s: float) -> int:
+    def on_success(
+        self, span: int, n_logs: int, elapsed_s: float, *, spread: int | None = None
+    ) -> int:
         """Record a call over ``span`` blocks that returned ``n_logs`` in ``elapsed_s``;
         returns the new span. Grows by ``step``, at most doubling (capped so the expected log
-        count stays under
-        ``target_logs``) only when the call used the full span, was fast (``< slow_s``) and
-        not large (``<= target_logs / 2``); above ``target_logs`` it shrinks in proportion."""
+        count stays under ``target_logs``) only when the call used the full span, was fast
+        (``< slow_s``) and not large (``<= target_logs / 2``); above ``target_logs`` it
+        shrinks in proportion. ``spread``, when known, is the blocks from the first log's to
+        the last log's: the density is theirs (a busy contract after empty blocks fills only
+        the end of a span, and the blocks after it are as busy)."""
         cfg, span = self.config, max(1, span)
+        basis = min(span, max(1, spread)) if spread else span  # the blocks the logs came from
         if n_logs > cfg.target_logs:
-            self._set(min(self._span, span * cfg.target_logs // n_logs), "large answer")
+            self._set(min(self._span, basis * cfg.target_logs // n_logs), "large answer")
         elif span >= self._span and elapsed_s < cfg.slow_s and 2 * n_logs <= cfg.target_logs:
             # additive, but never more than doubling: a sparse start must not jump straight
             # into a dense history (one huge answer, nothing to overlap the writes with)
             grown = min(self._span + cfg.step, 2 * self._span)
             if n_logs:
-                grown = min(grown, span * cfg.target_logs // n_logs)
+                grown = min(grown, basis * cfg.target_logs // n_logs)
             if grown > self._span:
                 self._span = min(grown, self._ceiling)
         return self._span

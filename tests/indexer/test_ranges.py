@@ -281,6 +281,17 @@ def test_no_growth_when_the_answer_is_large_slow_or_clipped() -> None:
     assert ranges.on_success(5_000, 40_000, 0.1) == 1_250  # too large: shrink in proportion
 
 
+def test_logs_at_the_end_of_a_span_size_it_by_the_blocks_they_came_from() -> None:
+    """A busy contract after empty blocks: 120k logs in the last 40 of 128 blocks."""
+    spread = controller(initial_span=128, target_logs=10_000)
+    assert spread.on_success(128, 120_000, 0.5, spread=40) == 3  # 40 * 10k / 120k
+    whole = controller(initial_span=128, target_logs=10_000)
+    assert whole.on_success(128, 120_000, 0.5) == 10  # averaged over the empty blocks too
+    grown = controller(initial_span=100, step=100, target_logs=10_000)
+    assert grown.on_success(100, 2_000, 0.1, spread=30) == 150  # growth capped: 30 * 10k / 2k
+    assert grown.on_success(150, 10, 0.1, spread=0) == 250  # unknown: the whole span
+
+
 def test_next_range_stays_within_the_limit() -> None:
     ranges = controller(initial_span=100)
     assert ranges.next_range(0, 1_000) == (0, 99)
