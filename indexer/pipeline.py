@@ -19,7 +19,7 @@ transaction. The garbage collector's automatic passes are paused while a sync ru
 
 A sync that expects to write more than ``bulk_events`` events, and more than the store
 holds, drops the indexes on random keys and builds them when it ends
-(:class:`indexer.writer.BulkLoad`); on SQLite its commits run in a child process
+(:class:`indexer.writer.BulkLoad`); its commits run in a child process
 (:mod:`indexer.writerproc`) while this one fetches and decodes.
 
 Reorgs, finality and pauses are in :mod:`indexer.reorg`.
@@ -81,7 +81,7 @@ class IndexerOptions:
     fetch_concurrency: int = 2  # eth_getLogs calls in flight at once
     write_ahead: int = 8  # ranges decoded ahead of the writer (written together if waiting)
     bulk_events: int | None = 200_000  # a sync expecting more defers indexes (None: never)
-    writer_process: bool = True  # such a sync into SQLite commits from a child process
+    writer_process: bool = True  # such a sync commits from a child process
     pause_recheck_s: float = 5.0  # how often a paused chain looks again (syncing node)
 
 
@@ -490,15 +490,9 @@ class ChainIndexer(ReorgHandling):
         return prepare_range(self.chain_id, self.state, batch)
 
     def _wants_writer_process(self) -> bool:
-        """A bulk backfill into SQLite commits from a child process (the database's work
-        runs in the committing process; PostgreSQL's server is a process of its own, and
-        pickling rows for a child cost more there than it saved)."""
-        return (
-            self.bulk.active
-            and self.options.writer_process
-            and self.store.dialect == "sqlite"
-            and self._writer is None
-        )
+        """A bulk backfill commits from a child process (SQLite's work runs in the
+        committing process; on PostgreSQL the driver's COPY encoding moves off this one)."""
+        return self.bulk.active and self.options.writer_process and self._writer is None
 
     def _commit(self, group: list[Prepared]) -> None:
         """Write prepared ranges and move the cursor, in one transaction."""

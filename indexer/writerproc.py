@@ -1,14 +1,14 @@
-"""A chain's write transactions in a process of their own, for large SQLite backfills.
+"""A chain's write transactions in a process of their own, for large backfills.
 
 One Python process runs fetching, decoding and deriving on one core (the GIL), and
-committing rows to SQLite, whose work runs in the committing process, adds about half as
-much again. During a bulk backfill (:class:`indexer.writer.BulkLoad`) a
-:class:`WriterProcess` takes the commits: the indexer sends each group of prepared ranges
-(:class:`indexer.writer.RangeRows`, pickled) through a pipe and waits for the answer, as it
-waited for its own thread before, while it prepares the next ranges on its own core. Order,
-grouping and the one-transaction rule do not change: the child runs
-:func:`indexer.writer.write_ranges` in one transaction per group and answers only after
-the commit.
+committing rows adds about half as much again on SQLite, whose work runs in the
+committing process, and the driver's binary COPY encoding on PostgreSQL. During a bulk
+backfill (:class:`indexer.writer.BulkLoad`) a :class:`WriterProcess` takes the commits:
+the indexer sends each group of prepared ranges (:class:`indexer.writer.RangeRows`,
+pickled) through a pipe and waits for the answer, as it waited for its own thread before,
+while it prepares the next ranges on its own core. Order, grouping and the
+one-transaction rule do not change: the child runs :func:`indexer.writer.write_ranges` in
+one transaction per group and answers only after the commit.
 
 Invariants:
 
