@@ -311,50 +311,6 @@ class ChainIndexer(ReorgHandling):
             if failures:
                 raise failures[0]
 
-    async def _head(self) -> tuple[int, int]:
-        """The head and the finalized block; raises :class:`Restarted` (new genesis) or
-        pauses a syncing node; notes whether the cursor's block was replaced."""
-        return await answers.reread(self._read_head)
-
-    async def _read_head(self) -> tuple[int, int]:
-        number, tip_hash = self.cursor
-        answered = await self.client.batch(
-            [
-                ("eth_getBlockByNumber", ["latest", False]),
-                ("eth_getBlockByNumber", ["finalized", False]),
-                ("eth_syncing", []),
-                ("eth_getBlockByNumber", ["0x0", False]),
-                ("eth_getBlockByNumber", [hex(max(number, 0)), False]),
-            ]
-        )
-        chain = self.chain_id
-        latest = answers.header(answered[0], chain_id=chain, block="latest")
-        finalized = answers.header(answered[1], chain_id=chain, block="finalized")
-        syncing = answered[2]
-        genesis = answers.header(answered[3], chain_id=chain, block=0)
-        tip = answers.header(answered[4], chain_id=chain, block=max(number, 0))
-        if latest is None:
-            raise MalformedAnswerError(
-                f"chain {chain}: eth_getBlockByNumber(latest) answered null; check the "
-                "chain's rpc_urls"
-            )
-        if genesis is None or genesis["hash"] != self.genesis_hash:
-            raise Restarted
-        self.tip_replaced = bool(tip_hash) and (tip is None or tip["hash"] != tip_hash)
-        if syncing:
-            await self._pause(
-                "the node is syncing (eth_syncing is not false); indexing resumes when it "
-                "has caught up, or point rpc_urls at a synced node",
-                permanent=False,
-            )
-        head = int(latest["number"], 16)
-        if finalized:  # the node knows: trust its tag
-            final = min(int(finalized["number"], 16), head)
-        else:
-            final = max(0, head - self.spec.finality_depth)
-        self.head, self.finalized = head, final
-        return head, final
-
     async def _offer(
         self, queue: asyncio.Queue[Any], item: Any, stages: tuple[asyncio.Task[None], ...]
     ) -> bool:

@@ -1,8 +1,10 @@
 """Reorgs, finality and pauses of one chain's indexer (mixed into
 :class:`indexer.pipeline.ChainIndexer`).
 
-Detection happens in the pipeline (the cursor's block hash is re-read on every poll and
-before every range). Here: the common ancestor is the highest ledger block whose stored
+The head poll is here (:meth:`ReorgHandling._head`: the head, the finalized block, a new
+genesis, a syncing node, whether the cursor's block was replaced); the pipeline calls it
+on every poll, and its fetcher links every range to the one before. Then: the common
+ancestor is the highest ledger block whose stored
 hash is still canonical — a matching hash implies matching ancestry, so a sparse ledger
 (blocks with logs, range ends, every block followed at the head) is enough; everything
 above it is rolled back (two statements per versioned table, see
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from indexer import answers
-from indexer.exceptions import ChainPausedError
+from indexer.exceptions import ChainPausedError, MalformedAnswerError
 from indexer.store import rollback
 
 if TYPE_CHECKING:
@@ -66,9 +68,55 @@ class ReorgHandling:
     reorgs_here: int
     paused: str | None
     start_block: int
+    head: int
+    genesis_hash: str
+    tip_replaced: bool
+
+    # ------------------------------------------------------------ head and finality
 
     async def _head(self) -> tuple[int, int]:
-        raise NotImplementedError
+        """The head and the finalized block; raises :class:`Restarted` (new genesis) or
+        pauses a syncing node; notes whether the cursor's block was replaced."""
+        return await answers.reread(self._read_head)
+
+    async def _read_head(self) -> tuple[int, int]:
+        number, tip_hash = self.cursor
+        answered = await self.client.batch(
+            [
+                ("eth_getBlockByNumber", ["latest", False]),
+                ("eth_getBlockByNumber", ["finalized", False]),
+                ("eth_syncing", []),
+                ("eth_getBlockByNumber", ["0x0", False]),
+                ("eth_getBlockByNumber", [hex(max(number, 0)), False]),
+            ]
+        )
+        chain = self.chain_id
+        latest = answers.header(answered[0], chain_id=chain, block="latest")
+        finalized = answers.header(answered[1], chain_id=chain, block="finalized")
+        syncing = answered[2]
+        genesis = answers.header(answered[3], chain_id=chain, block=0)
+        tip = answers.header(answered[4], chain_id=chain, block=max(number, 0))
+        if latest is None:
+            raise MalformedAnswerError(
+                f"chain {chain}: eth_getBlockByNumber(latest) answered null; check the "
+                "chain's rpc_urls"
+            )
+        if genesis is None or genesis["hash"] != self.genesis_hash:
+            raise Restarted
+        self.tip_replaced = bool(tip_hash) and (tip is None or tip["hash"] != tip_hash)
+        if syncing:
+            await self._pause(
+                "the node is syncing (eth_syncing is not false); indexing resumes when it "
+                "has caught up, or point rpc_urls at a synced node",
+                permanent=False,
+            )
+        head = int(latest["number"], 16)
+        if finalized:  # the node knows: trust its tag
+            final = min(int(finalized["number"], 16), head)
+        else:
+            final = max(0, head - self.spec.finality_depth)
+        self.head, self.finalized = head, final
+        return head, final
 
     # ------------------------------------------------------------ reorgs and pauses
 
