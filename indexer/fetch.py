@@ -38,7 +38,6 @@ from typing import Any, Protocol
 
 from chains.exceptions import RPCError
 from indexer import answers
-from indexer.answers import backoff_s
 from indexer.exceptions import IndexerError, MalformedAnswerError, RangeNotSplittableError
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeController
@@ -182,7 +181,7 @@ class RangeFetcher:
             return None
         parent_hash = str(parent["hash"]) if parent is not None else None
         elapsed = time.perf_counter() - started
-        return FetchedRange(first, last, header, parent_hash, logs, head, finalized, elapsed)
+        return FetchedRange(first, last, header, parent_hash, canonical, head, finalized, elapsed)
 
     async def _logs(self, first: int, last: int) -> list[dict[str, Any]]:
         """``eth_getLogs`` over ``[first, last]`` in pieces of the controller's span."""
@@ -209,7 +208,7 @@ class RangeFetcher:
                         f"{type(part).__name__}, not a list of logs, {failures} times; "
                         "check the chain's rpc_urls"
                     )
-                await asyncio.sleep(backoff_s(failures))
+                await asyncio.sleep(answers.backoff_s(failures))
                 continue
             elapsed = time.perf_counter() - started
             self.ranges.on_success(hi - lo + 1, len(part), elapsed, spread=_spread(part))
@@ -227,10 +226,10 @@ class RangeFetcher:
         except RangeNotSplittableError:
             if failures > _MAX_FETCH_FAILURES:
                 raise
-            await asyncio.sleep(backoff_s(failures))
+            await asyncio.sleep(answers.backoff_s(failures))
             return
         if decision.reason == "unrelated":  # not about the range: wait, same span
-            await asyncio.sleep(backoff_s(failures))
+            await asyncio.sleep(answers.backoff_s(failures))
 
 
 def _spread(logs: list[Any]) -> int | None:

@@ -3,12 +3,12 @@
 
 The head poll is here (:meth:`ReorgHandling._head`: the head, the finalized block, a new
 genesis, a syncing node, whether the cursor's block was replaced); the pipeline calls it
-on every poll, and its fetcher links every range to the one before. Then: the common
-ancestor is the highest ledger block whose stored
-hash is still canonical — a matching hash implies matching ancestry, so a sparse ledger
-(blocks with logs, range ends, every block followed at the head) is enough; everything
-above it is rolled back (two statements per versioned table, see
-:func:`indexer.store.rollback`) and re-indexed, and the reorg is recorded with its depth.
+on every poll, and its fetcher links every range to the one before. After a reorg, the
+common ancestor is the highest ledger block whose stored hash is still canonical — a
+matching hash implies matching ancestry, so a sparse ledger (blocks with logs, range ends,
+every block followed at the head) is enough; everything above it is rolled back (two
+statements per versioned table, see :func:`indexer.store.rollback`) and re-indexed, and
+the reorg is recorded with its depth.
 
 Finality is the node's ``finalized`` tag when it has one, else ``head - finality_depth``.
 A rollback whose changed blocks reach below it, a head that goes back below a block the
