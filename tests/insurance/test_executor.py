@@ -43,8 +43,10 @@ class CrashAfterSendError(RuntimeError):
 
 
 class CrashingExecutor(ChainPayoutExecutor):
+    sent: tuple[int, str] | None = None  # (chain id, tx hash) of the send before the crash
+
     def send_claim(self, payout: PayoutView) -> str:
-        super().send_claim(payout)
+        self.sent = (payout.chain_id, super().send_claim(payout))
         raise CrashAfterSendError(payout.claim_id)
 
 
@@ -119,6 +121,8 @@ def test_a_crash_between_send_and_record_is_recovered_without_paying_twice(
     try:
         with pytest.raises(CrashAfterSendError):
             run_trigger(backstop.store, backstop.registry, backstop.config, crashing)
+        assert crashing.sent is not None
+        crashing.wait(*crashing.sent, timeout_s=10.0)  # anvil's automine seals it a bit later
     finally:
         crashing.close()
     with backstop.store.engine.connect() as conn:
