@@ -328,9 +328,10 @@ def _result(request_id: Any, result: Any) -> dict[str, Any]:
 
 # What MALFORMED does to a log, or to a block header: never a plausible value (a valid hash
 # or number that is merely different would be a different chain, not a broken answer).
+_DROPPED = object()  # the key is removed
 _LOG_BREAKS: tuple[tuple[str, Any], ...] = (
     ("blockNumber", "0xzz"),
-    ("logIndex", None),  # the key is dropped
+    ("logIndex", _DROPPED),
     ("transactionHash", 7),
     ("topics", "0x"),
     ("", None),  # the whole log becomes null
@@ -350,19 +351,19 @@ def malform(answer: Any, draw: float) -> bool:
         result = reply.get("result") if isinstance(reply, dict) else None
         if isinstance(result, list) and result and isinstance(result[0], dict):
             key, value = _LOG_BREAKS[int(draw * len(_LOG_BREAKS))]
-            _break(result, 0, key, value, drop=key == "logIndex")
+            _break(result, 0, key, value)
             return True
         if isinstance(result, dict) and "hash" in result:
             key, value = _HEADER_BREAKS[int(draw * len(_HEADER_BREAKS))]
-            _break(reply, "result", key, value, drop=False)
+            _break(reply, "result", key, value)
             return True
     return False
 
 
-def _break(holder: Any, at: Any, key: str, value: Any, *, drop: bool) -> None:
+def _break(holder: Any, at: Any, key: str, value: Any) -> None:
     if not key:
         holder[at] = value
-    elif drop:
+    elif value is _DROPPED:
         del holder[at][key]
     else:
         holder[at][key] = value
