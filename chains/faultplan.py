@@ -7,9 +7,13 @@ like them, never by :meth:`FaultPlan.chaos` unless asked) answers with a header 
 whose fields are not what JSON-RPC allows (:func:`malform`), which only the caller of the
 client can notice. Two more behaviours are not drawn by chance but follow from the request itself:
 ``eth_getLogs`` over more than ``range_limit_blocks`` blocks gets a provider-style range
-error (:func:`range_limit_error`), and a proxy switched to *syncing* rewrites head answers
-(:func:`syncing_status`); :func:`local_reply` applies both to one call. Nothing here does
-I/O, so all of it is tested without a network.
+error (:func:`range_limit_error`), a method the plan calls unsupported gets JSON-RPC's
+"method not found", and a proxy switched to *syncing* rewrites head answers
+(:func:`syncing_status`); :func:`local_reply` applies these to one call. An
+``eth_getLogs`` answer holding more than ``result_limit`` logs is replaced by Infura's
+"query returned more than N results" (:func:`cap_results`), as providers that cap the
+response by log count do, whatever the span. Nothing here does I/O, so all of it is
+tested without a network.
 
 Invariants:
 
@@ -25,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +45,7 @@ __all__ = [
     "RangeLimitStyle",
     "block_span",
     "calls_of",
+    "cap_results",
     "head_needed",
     "local_reply",
     "malform",
@@ -66,6 +72,8 @@ class Fault(StrEnum):
     MALFORMED = "malformed"  # forward, then break one header or log (valid JSON, bad fields)
     RANGE_LIMIT = "range_limit"  # eth_getLogs span above the limit (not drawn: by span)
     SYNCING = "syncing"  # an answer rewritten by syncing mode (not drawn: by switch)
+    RESULT_LIMIT = "result_limit"  # eth_getLogs answer above the log cap (not drawn: by size)
+    UNSUPPORTED = "unsupported"  # a method the plan's node does not offer (not drawn)
 
 
 TRANSIENT_FAULTS: tuple[Fault, ...] = (
@@ -124,9 +132,14 @@ class FaultPlan:
     range_limit_blocks: int | None = None  # eth_getLogs spans above this get an error
     range_limit_style: RangeLimitStyle = RangeLimitStyle.ALCHEMY
     range_limit_hint: bool = True  # include a suggested range (Alchemy, Infura styles)
+    result_limit: int | None = None  # eth_getLogs answers with more logs get an error
+    unsupported_methods: frozenset[str] = field(default_factory=frozenset)  # "not found"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "unsupported_methods", frozenset(self.unsupported_methods))
+        if self.result_limit is not None and self.result_limit < 1:
+            raise ValueError(f"result_limit must be >= 1, got {self.result_limit}")
         if self.retry_after_s < 0 or self.timeout_hold_s < 0 or self.delay_s < 0:
             raise ValueError("retry_after_s, timeout_hold_s and delay_s must be >= 0")
         if not 0.0 < self.truncate_fraction < 1.0:
@@ -296,6 +309,9 @@ def local_reply(
     for, the call to forward when not answered locally — rewritten in syncing mode)."""
     method = call.get("method")
     request_id = call.get("id")
+    if method in plan.unsupported_methods:
+        error = {"code": -32601, "message": f"the method {method} does not exist/is not available"}
+        return {"jsonrpc": "2.0", "id": request_id, "error": error}, Fault.UNSUPPORTED, call
     limit = plan.range_limit_blocks
     if method == "eth_getLogs" and limit is not None:
         span = block_span(_first_param(call), head)
@@ -322,6 +338,31 @@ def local_reply(
 
 def _result(request_id: Any, result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def cap_results(call: Mapping[str, Any], reply: Any, limit: int, *, hint: bool) -> bool:
+    """Replace, in place, ``reply``'s result by Infura's error when ``call`` is an
+    ``eth_getLogs`` answered with more than ``limit`` logs; True if it did.
+
+    With ``hint`` the error's ``data`` suggests the range from the filter's ``fromBlock``
+    to the block before the one holding log ``limit + 1`` (just that block, if it is the
+    first: a suggestion that cannot work, as a provider's cannot either then).
+    """
+    if call.get("method") != "eth_getLogs" or not isinstance(reply, dict):
+        return False
+    logs = reply.get("result")
+    if not isinstance(logs, list) or len(logs) <= limit:
+        return False
+    error: dict[str, Any] = {"code": -32005, "message": f"query returned more than {limit} results"}
+    with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
+        if hint:
+            span = block_span(_first_param(call), None)
+            over = int(logs[limit]["blockNumber"], 16)
+            first = span[0] if span is not None else int(logs[0]["blockNumber"], 16)
+            error["data"] = {"from": hex(first), "to": hex(max(first, over - 1))}
+    del reply["result"]
+    reply["error"] = error
+    return True
 
 
 # ---------------------------------------------------------------- malformed answers

@@ -4,11 +4,12 @@
 with its own event loop, forwards each JSON-RPC request to one upstream URL, and injects
 the faults its :class:`~chains.faultplan.FaultPlan` decides: HTTP 429 / 500 / 502 / 503,
 a timeout (hold, then drop), a cut-off body, a dropped connection, an answer with a
-broken block header or log (valid JSON, fields JSON-RPC does not allow), and provider-style
-``eth_getLogs`` range-limit errors. Two switches change it at run time: :meth:`set_syncing`
-makes it a node that lags behind (stale ``eth_blockNumber``, an ``eth_syncing`` object,
-``latest`` blocks from the stale head), and :meth:`repoint` sends it to another upstream,
-closing client connections as a restarted node would.
+broken block header or log (valid JSON, fields JSON-RPC does not allow), provider-style
+``eth_getLogs`` range-limit errors (by span, or by the number of logs in the answer), and
+"method not found" for methods the plan's node lacks. Two switches change it at run
+time: :meth:`set_syncing` makes it a node that lags behind (stale ``eth_blockNumber``, an
+``eth_syncing`` object, ``latest`` blocks from the stale head), and :meth:`repoint` sends
+it to another upstream, closing client connections as a restarted node would.
 
 ::
 
@@ -52,6 +53,7 @@ from chains.faultplan import (
     FaultPlan,
     RangeLimitStyle,
     calls_of,
+    cap_results,
     head_needed,
     local_reply,
     malform,
@@ -285,6 +287,8 @@ class FaultProxy:
         status, answer = await self._answer(
             upstream, body=body, parsed=parsed, calls=calls, plan=plan, lag=lag
         )
+        if plan.result_limit is not None and "eth_getLogs" in methods:
+            answer = self._cap(answer, calls, plan.result_limit, hint=plan.range_limit_hint)
         if fault is Fault.MALFORMED:
             answer = self._malform(answer)
         if fault is Fault.TRUNCATE:
@@ -294,6 +298,26 @@ class FaultProxy:
         if plan.delay_s > 0:
             await asyncio.sleep(plan.delay_s)
         return web.Response(body=answer, status=status, content_type="application/json")
+
+    def _cap(self, body: bytes, calls: list[dict[str, Any]], limit: int, *, hint: bool) -> bytes:
+        """``body`` with each ``eth_getLogs`` result above ``limit`` logs
+        replaced by the provider's error (:func:`~chains.faultplan.cap_results`)."""
+        try:
+            answer = loads(body)
+        except ValueError:
+            return body  # an upstream failure: nothing to cap
+        replies = answer if isinstance(answer, list) else [answer]
+        wanted = {call.get("id"): call for call in calls}
+        capped = 0
+        for reply in replies:
+            call = wanted.get(reply.get("id")) if isinstance(reply, dict) else None
+            if call is not None and cap_results(call, reply, limit, hint=hint):
+                capped += 1
+        if not capped:
+            return body
+        with self._lock:
+            self._injected[Fault.RESULT_LIMIT.value] += capped
+        return dumps(answer)
 
     def _malform(self, body: bytes) -> bytes:
         """``body`` with one header or log broken (:func:`~chains.faultplan.malform`)."""
@@ -402,7 +426,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--style", choices=[s.value for s in RangeLimitStyle], default=RangeLimitStyle.ALCHEMY
     )
+    parser.add_argument(
+        "--result-limit", type=int, default=None, help="max logs in an eth_getLogs answer"
+    )
     parser.add_argument("--no-hint", action="store_true", help="no suggested range in errors")
+    parser.add_argument(
+        "--unsupported",
+        action="append",
+        default=[],
+        metavar="METHOD",
+        help="answer METHOD with 'method not found' (repeatable)",
+    )
     parser.add_argument("--lag", type=int, default=None, help="act as a node this far behind")
     parser.add_argument(
         "--malformed", action="store_true", help="--chaos also breaks headers and logs"
@@ -417,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         range_limit_blocks=args.range_limit,
         range_limit_style=RangeLimitStyle(args.style),
         range_limit_hint=not args.no_hint,
+        result_limit=args.result_limit,
+        unsupported_methods=frozenset(args.unsupported),
     )
     with FaultProxy.start(args.upstream, plan, port=args.port) as proxy:
         proxy.set_syncing(args.lag)

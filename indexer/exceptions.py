@@ -10,7 +10,7 @@ Messages name the chain id and block range involved and what to do next::
     ├── DecodeError (ValueError)    a log does not match its event's ABI
     ├── MalformedAnswerError        a node's answer is not what JSON-RPC promises
     │   └── MalformedLogError       a log's envelope (hashes, indexes, hex), also a DecodeError
-    └── RangeNotSplittableError     eth_getLogs failed on a single block: back off, retry
+    └── RangeNotSplittableError     eth_getLogs failed on one block: retry, or read receipts
 """
 
 from __future__ import annotations
@@ -95,12 +95,16 @@ class MalformedLogError(MalformedAnswerError, DecodeError):
 class RangeNotSplittableError(IndexerError):
     """An ``eth_getLogs`` call over one block failed with a range-size or unknown error.
 
-    Splitting cannot help, so the caller should back off and retry (or fail over to another
-    endpoint) instead of looping; ``cause`` is the provider's error.
+    Splitting the range cannot help: the caller backs off and retries, or reads the block
+    another way (its receipts) when ``reason`` is ``"results"`` (the provider caps the
+    answer's size below what the block holds); ``cause`` is the provider's error.
     """
 
-    def __init__(self, message: str, *, chain_id: int, block: int, cause: object) -> None:
+    def __init__(
+        self, message: str, *, chain_id: int, block: int, cause: object, reason: str = "unknown"
+    ) -> None:
         super().__init__(message)
         self.chain_id = chain_id
         self.block = block
         self.cause = cause
+        self.reason = reason  # results | range | timeout | unknown (indexer.ranges)

@@ -13,7 +13,11 @@ Each range ``[first, last]`` is read as:
 1. the headers of ``last`` and of ``first - 1`` (the previous range's end);
 2. ``eth_getLogs`` over the configured contracts, in as many pieces as the controller's
    current span allows (a provider error shrinks the span and the rest of the range is
-   read in smaller pieces, so an error never skips a block);
+   read in smaller pieces, so an error never skips a block). A single block that
+   ``eth_getLogs`` cannot answer (a provider caps the answer's log count below what the
+   block holds, or keeps failing on it) is read from its receipts instead:
+   ``eth_getBlockReceipts``, or each transaction's receipt where the node lacks that
+   method, keeping the logs of the configured contracts;
 3. the header of ``last`` again: if it changed, the chain reorganised while we read and
    the range is read again; logs must be canonical (``removed`` false, inside the range,
    those of ``last`` carrying its hash). A malformed header or log list
@@ -48,6 +52,9 @@ __all__ = ["ChainClient", "FetchedRange", "RangeFetcher"]
 log = logging.getLogger("indexer.pipeline")
 
 _MAX_FETCH_FAILURES = 8  # in a row on one range before the runner restarts the chain
+_RECEIPTS_AFTER = 3  # failures of eth_getLogs on one block before reading its receipts
+_RECEIPT_BATCH = 100  # eth_getTransactionReceipt calls per batch
+_METHOD_NOT_FOUND = -32601
 
 
 class ChainClient(Protocol):
@@ -99,6 +106,7 @@ class RangeFetcher:
         self.chain_id = chain_id
         self.client = client
         self.addresses = list(addresses)
+        self._wanted = frozenset(address.lower() for address in self.addresses)
         self.ranges = ranges
         self.concurrency = max(1, concurrency)
         self.metrics = metrics
@@ -170,7 +178,7 @@ class RangeFetcher:
         logs = await self._logs(first, last)
         again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
         again = answers.header(again, chain_id=self.chain_id, block=last)
-        if header is None or again is None or again["hash"] != header["hash"]:
+        if logs is None or header is None or again is None or again["hash"] != header["hash"]:
             log.info("chain %s: block %s changed while fetching; again", self.chain_id, last)
             return None
         canonical = answers.canonical_logs(
@@ -183,8 +191,9 @@ class RangeFetcher:
         elapsed = time.perf_counter() - started
         return FetchedRange(first, last, header, parent_hash, canonical, head, finalized, elapsed)
 
-    async def _logs(self, first: int, last: int) -> list[dict[str, Any]]:
-        """``eth_getLogs`` over ``[first, last]`` in pieces of the controller's span."""
+    async def _logs(self, first: int, last: int) -> list[dict[str, Any]] | None:
+        """``eth_getLogs`` over ``[first, last]`` in pieces of the controller's span (a
+        block it cannot answer: from its receipts); None if the chain moved meanwhile."""
         logs: list[dict[str, Any]] = []
         failures = 0
         start = first
@@ -198,7 +207,12 @@ class RangeFetcher:
                 )
             except RPCError as exc:
                 failures += 1
-                await self._on_error(exc, lo, hi, failures)
+                if await self._on_error(exc, lo, hi, failures):
+                    from_receipts = await self._receipt_logs(lo)
+                    if from_receipts is None:
+                        return None
+                    logs += from_receipts
+                    start, failures = lo + 1, 0
                 continue
             if not isinstance(part, list):  # a broken node or proxy: wait and ask again
                 failures += 1
@@ -213,23 +227,84 @@ class RangeFetcher:
             elapsed = time.perf_counter() - started
             self.ranges.on_success(hi - lo + 1, len(part), elapsed, spread=_spread(part))
             logs += part
-            start = hi + 1
+            start, failures = hi + 1, 0
         return logs
 
-    async def _on_error(self, error: RPCError, lo: int, hi: int, failures: int) -> None:
-        """Shrink the span after a failed piece, or wait if the range cannot be blamed."""
+    async def _on_error(self, error: RPCError, lo: int, hi: int, failures: int) -> bool:
+        """Shrink the span after a failed piece, or wait if the range cannot be blamed;
+        True when the piece is one block that ``eth_getLogs`` cannot answer here (too many
+        logs for the provider's cap, or failed ``_RECEIPTS_AFTER`` times): read its receipts."""
         if self.metrics is not None:
             self.metrics.rpc_errors.labels(self.chain_id, type(error).__name__).inc()
         log.info("chain %s: getLogs %s..%s failed (%s)", self.chain_id, lo, hi, error)
         try:
             decision = self.ranges.on_error(error, lo, hi)
-        except RangeNotSplittableError:
-            if failures > _MAX_FETCH_FAILURES:
-                raise
+        except RangeNotSplittableError as exc:
+            if exc.reason == "results" or failures >= _RECEIPTS_AFTER:
+                log.info(
+                    "chain %s: eth_getLogs cannot answer block %s (%s); reading its receipts",
+                    self.chain_id,
+                    lo,
+                    exc.reason,
+                )
+                return True
             await asyncio.sleep(answers.backoff_s(failures))
-            return
+            return False
         if decision.reason == "unrelated":  # not about the range: wait, same span
             await asyncio.sleep(answers.backoff_s(failures))
+        return False
+
+    async def _receipt_logs(self, block: int) -> list[dict[str, Any]] | None:
+        """The configured contracts' logs in ``block``, read from its receipts (in block
+        order, as ``eth_getLogs`` sends them); None if the block changed while we read."""
+        try:
+            receipts = await self.client.call("eth_getBlockReceipts", [hex(block)])
+        except RPCError as exc:
+            if exc.code != _METHOD_NOT_FOUND:
+                raise
+            receipts = await self._transaction_receipts(block)
+            if receipts is None:
+                return None
+        where = f"chain {self.chain_id}: the receipts of block {block}"
+        if not isinstance(receipts, list):  # null: a block that eth_getLogs just failed on
+            raise MalformedAnswerError(
+                f"{where} are {type(receipts).__name__}, not a list; read again (if it "
+                "persists, check the chain's rpc_urls)"
+            )
+        wanted = self._wanted
+        try:
+            return [
+                entry
+                for receipt in receipts
+                for entry in receipt["logs"]
+                if entry["address"].lower() in wanted
+            ]
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise MalformedAnswerError(
+                f"{where} are malformed ({exc!r}); read again (if it persists, check the "
+                "chain's rpc_urls)"
+            ) from None
+
+    async def _transaction_receipts(self, block: int) -> list[Any] | None:
+        """Each transaction's receipt in ``block``, for a node without
+        ``eth_getBlockReceipts``; None if one of them is no longer in that block."""
+        found = await self.client.call("eth_getBlockByNumber", [hex(block), False])
+        header = answers.header(found, chain_id=self.chain_id, block=block)
+        if header is None:
+            return None
+        hashes = header.get("transactions")
+        if not isinstance(hashes, list):
+            raise MalformedAnswerError(
+                f"chain {self.chain_id}: eth_getBlockByNumber({block}) has no transaction "
+                "list; read again (if it persists, check the chain's rpc_urls)"
+            )
+        receipts: list[Any] = []
+        for at in range(0, len(hashes), _RECEIPT_BATCH):
+            chunk = hashes[at : at + _RECEIPT_BATCH]
+            receipts += await self.client.batch([("eth_getTransactionReceipt", [h]) for h in chunk])
+        block_hash = header["hash"]
+        moved = (not isinstance(r, Mapping) or r.get("blockHash") != block_hash for r in receipts)
+        return None if any(moved) else receipts
 
 
 def _spread(logs: list[Any]) -> int | None:

@@ -311,6 +311,7 @@ class RangeController:
                 chain_id=self.chain_id,
                 block=from_block,
                 cause=error,
+                reason=reason,
             )
         self._set(min(span, failed - 1, self._span), f"{reason} on [{from_block}, {to_block}]")
         retry_from, retry_to = self.next_range(from_block, to_block)

@@ -24,6 +24,7 @@ from chains.faultplan import (
     FaultRule,
     RangeLimitStyle,
     block_span,
+    cap_results,
     malform,
     range_limit_error,
 )
@@ -168,6 +169,8 @@ def test_plan_validation() -> None:
         FaultPlan(truncate_fraction=1.0)
     with pytest.raises(ValueError, match="range_limit_blocks"):
         FaultPlan(range_limit_blocks=0)
+    with pytest.raises(ValueError, match="result_limit"):
+        FaultPlan(result_limit=0)
     assert block_span({"blockHash": "0x00"}, 5) is None
     assert block_span({"fromBlock": "earliest"}, 9) == (0, 9)
 
@@ -286,6 +289,50 @@ def test_range_limit_resolves_block_tags_and_splits_batches(
     assert replies[2]["result"] == CHAIN_ID_HEX
     assert stats.injected == {"range_limit": 2}
     assert stats.forwarded_calls == {"eth_getLogs": 1, "eth_chainId": 1}
+
+
+def _logs_in(*blocks: int) -> list[dict[str, Any]]:
+    return [{"blockNumber": hex(b), "logIndex": hex(i)} for i, b in enumerate(blocks)]
+
+
+def test_cap_results_answers_too_many_logs_as_infura_does() -> None:
+    call = rpc("eth_getLogs", [logs_filter(3, 9)], 7)
+    reply = {"jsonrpc": "2.0", "id": 7, "result": _logs_in(5, 5, 6, 6, 6, 7)}
+    assert cap_results(call, reply, 3, hint=True)
+    error = {"code": -32005, "message": "query returned more than 3 results"}
+    assert reply == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "error": {**error, "data": {"from": "0x3", "to": "0x5"}},
+    }
+    # one block over the cap: the suggestion is that block, which cannot work either
+    dense: dict[str, Any] = {"jsonrpc": "2.0", "id": 7, "result": _logs_in(5, 5, 5)}
+    assert cap_results(rpc("eth_getLogs", [logs_filter(5, 5)], 7), dense, 2, hint=True)
+    assert dense["error"]["data"] == {"from": "0x5", "to": "0x5"}
+    plain = {"jsonrpc": "2.0", "id": 7, "result": _logs_in(5, 5, 5)}
+    assert cap_results(call, plain, 2, hint=False)
+    assert plain["error"] == {"code": -32005, "message": "query returned more than 2 results"}
+    for untouched, limit in ((_logs_in(5, 6), 2), ([{}] * 5, 10)):
+        reply = {"jsonrpc": "2.0", "id": 7, "result": untouched}
+        assert not cap_results(call, reply, limit, hint=True)
+        assert reply["result"] is untouched
+    receipts = {"jsonrpc": "2.0", "id": 7, "result": [{"logs": []}] * 5}
+    assert not cap_results(rpc("eth_getBlockReceipts", ["0x5"], 7), receipts, 2, hint=True)
+
+
+@chain
+def test_unsupported_methods_are_not_found_and_never_forwarded(anvil: AnvilNode) -> None:
+    plan = FaultPlan(unsupported_methods=frozenset({"eth_getBlockReceipts"}))
+    with FaultProxy.start(anvil.url, plan) as proxy:
+        single = json.loads(post(proxy.url, rpc("eth_getBlockReceipts", ["0x0"], 3))[2])
+        batch = [rpc("eth_getBlockReceipts", ["0x0"], 1), rpc("eth_chainId", [], 2)]
+        replies = {reply["id"]: reply for reply in json.loads(post(proxy.url, batch)[2])}
+        stats = proxy.stats()
+    assert single["error"]["code"] == replies[1]["error"]["code"] == -32601
+    assert "eth_getBlockReceipts" in single["error"]["message"]
+    assert replies[2]["result"] == CHAIN_ID_HEX
+    assert stats.injected == {"unsupported": 2}
+    assert stats.forwarded_calls == {"eth_chainId": 1}
 
 
 # ---------------------------------------------------------------- switches

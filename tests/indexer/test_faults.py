@@ -2,9 +2,9 @@
 
 Each run indexes the same seeded, crashed chain through a :class:`FaultProxy` that
 answers with HTTP 429/5xx, timeouts, truncated JSON, dropped connections, malformed
-headers and logs, and provider-style range-limit errors (with and without a suggested
-range); the result must
-equal the fault-free index, and the faults must really have happened.
+headers and logs, provider-style range-limit errors (with and without a suggested range)
+and answers capped by log count below what one block holds; the result must equal the
+fault-free index, and the faults must really have happened.
 """
 
 from __future__ import annotations
@@ -51,6 +51,16 @@ PLANS = {
     "quicknode": FaultPlan(range_limit_blocks=4, range_limit_style=RangeLimitStyle.QUICKNODE),
     "generic": FaultPlan(range_limit_blocks=1, range_limit_style=RangeLimitStyle.GENERIC),
 }
+# Providers that cap an answer's log count (Infura, Alchemy: 10,000) below what one block
+# holds: such blocks are read from their receipts, by block or by transaction.
+RESULT_CAPS = {
+    "block-receipts": FaultPlan(result_limit=5),
+    "transaction-receipts": FaultPlan(
+        result_limit=5,
+        range_limit_hint=False,
+        unsupported_methods=frozenset({"eth_getBlockReceipts"}),
+    ),
+}
 
 
 @pytest.mark.parametrize("plan", sorted(PLANS))
@@ -65,6 +75,30 @@ def test_faults_change_nothing(
         injected = proxy.stats()
     assert [o.status for o in outcomes] == ["ok"]
     assert injected.injected_total() > 0, f"the {plan} plan injected nothing"
+    assert store_fingerprint(url, small_devnet.nodes[0].chain_id) == reference
+
+
+@pytest.mark.parametrize("plan", sorted(RESULT_CAPS))
+def test_a_block_with_more_logs_than_the_provider_answers_is_read_from_its_receipts(
+    small_devnet: Any, reference: dict[str, Any], plan: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    with FaultProxy.start(small_devnet.nodes[0].rpc_url, RESULT_CAPS[plan]) as proxy:
+        outcomes = index_once(
+            small_devnet.config_path,
+            url,
+            rpc_urls=(proxy.url,),
+            options=IndexerOptions(rpc=FAST_RPC, max_span=64),
+        )
+        stats = proxy.stats()
+    assert [o.status for o in outcomes] == ["ok"]
+    assert stats.injected[Fault.RESULT_LIMIT] > 0
+    receipts = stats.forwarded_calls
+    if plan == "block-receipts":
+        assert receipts["eth_getBlockReceipts"] > 0
+    else:
+        assert stats.injected[Fault.UNSUPPORTED] > 0
+        assert receipts["eth_getTransactionReceipt"] > 0
     assert store_fingerprint(url, small_devnet.nodes[0].chain_id) == reference
 
 
