@@ -247,6 +247,8 @@ class RangeFetcher:
                     lo,
                     exc.reason,
                 )
+                if self.metrics is not None:
+                    self.metrics.receipt_blocks.labels(self.chain_id).inc()
                 return True
             await asyncio.sleep(answers.backoff_s(failures))
             return False

@@ -44,6 +44,12 @@ class IndexerMetrics:
             ["chain_id", "kind"],
             registry=self.registry,
         )
+        self.receipt_blocks = Counter(
+            "rtrm_indexer_receipt_blocks",
+            "Blocks read from their receipts because eth_getLogs could not answer them",
+            chain,
+            registry=self.registry,
+        )
         self.range_span = Gauge(
             "rtrm_indexer_getlogs_span_blocks",
             "Current eth_getLogs block range",

@@ -82,17 +82,25 @@ def test_faults_change_nothing(
 def test_a_block_with_more_logs_than_the_provider_answers_is_read_from_its_receipts(
     small_devnet: Any, reference: dict[str, Any], plan: str, tmp_path: Path
 ) -> None:
+    from indexer.metrics import IndexerMetrics
+
     url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    metrics = IndexerMetrics()
     with FaultProxy.start(small_devnet.nodes[0].rpc_url, RESULT_CAPS[plan]) as proxy:
         outcomes = index_once(
             small_devnet.config_path,
             url,
             rpc_urls=(proxy.url,),
             options=IndexerOptions(rpc=FAST_RPC, max_span=64),
+            metrics=metrics,
         )
         stats = proxy.stats()
     assert [o.status for o in outcomes] == ["ok"]
     assert stats.injected[Fault.RESULT_LIMIT] > 0
+    chain = str(small_devnet.nodes[0].chain_id)
+    assert metrics.registry.get_sample_value(
+        "rtrm_indexer_receipt_blocks_total", {"chain_id": chain}
+    )
     receipts = stats.forwarded_calls
     if plan == "block-receipts":
         assert receipts["eth_getBlockReceipts"] > 0
