@@ -64,13 +64,11 @@ def _wait_for(predicate: Any, timeout_s: float = 30.0) -> Any:
     raise AssertionError(f"not within {timeout_s} s")
 
 
-def _full_reloads(metrics: str) -> float:
-    line = next(
-        x
-        for x in metrics.splitlines()
-        if x.startswith('rtrm_api_snapshot_reloads_total{kind="full"}')
-    )
-    return float(line.split()[-1])
+def _reloads(metrics: str, kind: str) -> float:
+    """The snapshot loads of ``kind`` (``full`` or ``users``) so far, from /metrics."""
+    prefix = f'rtrm_api_snapshot_reloads_total{{kind="{kind}"}}'
+    line = next((x for x in metrics.splitlines() if x.startswith(prefix)), None)
+    return float(line.split()[-1]) if line is not None else 0.0
 
 
 def _supplier(base: str, users: list[str]) -> tuple[str, dict[str, Any]]:
@@ -97,7 +95,7 @@ def test_serve_reflects_a_new_block_then_stops_on_sigterm(devnet: Any, served: A
     users = sorted({h["address"] for a in exposure["assets"] for h in a["top_holders"]})
     user, supply = _supplier(base, users)
     before = requests.get(f"{base}/v1/users/{user}/risk", timeout=30).json()
-    full_before = _full_reloads(requests.get(f"{base}/metrics", timeout=30).text)
+    users_before = _reloads(requests.get(f"{base}/metrics", timeout=30).text, "users")
     chain_id = int(next(iter(before["watermark"])))
     rpc_url = devnet.nodes[0].rpc_url
     with RpcClient(rpc_url) as client:
@@ -128,8 +126,10 @@ def test_serve_reflects_a_new_block_then_stops_on_sigterm(devnet: Any, served: A
         store.dispose()
     assert after == json.loads(dumps(user_risk_report(snapshot, user)))
     metrics = requests.get(f"{base}/metrics", timeout=30).text
-    assert 'rtrm_api_snapshot_reloads_total{kind="users"}' in metrics  # incremental refresh
-    assert _full_reloads(metrics) == full_before  # only that user was loaded again
+    # reflected by loading the users the block touched (a full load may run beside it, once
+    # the overlay is older than the cache's full_every_s: on a slow machine, during the test)
+    assert _reloads(metrics, "users") > users_before
+    full_before = _reloads(metrics, "full")
 
     # an oracle round moves every mark: the whole snapshot is loaded again
     node = devnet.nodes[0]
@@ -148,6 +148,6 @@ def test_serve_reflects_a_new_block_then_stops_on_sigterm(devnet: Any, served: A
         )
     )
     assert moved["greeks"]["ETH"]["spot_usd"] > after["greeks"]["ETH"]["spot_usd"]
-    assert _full_reloads(requests.get(f"{base}/metrics", timeout=30).text) > full_before
+    assert _reloads(requests.get(f"{base}/metrics", timeout=30).text, "full") > full_before
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
