@@ -5,7 +5,7 @@ decides, request by request, whether to inject one of the transient :class:`Faul
 :data:`TRANSIENT_FAULTS` are what a client's retries must absorb; ``MALFORMED`` (drawn
 like them, never by :meth:`FaultPlan.chaos` unless asked) answers with a header or a log
 whose fields are not what JSON-RPC allows (:func:`malform`), which only the caller of the
-client can notice. Two more behaviours are not drawn by chance but follow from the request itself:
+client can notice. Other behaviours are not drawn by chance but follow from the request:
 ``eth_getLogs`` over more than ``range_limit_blocks`` blocks gets a provider-style range
 error (:func:`range_limit_error`), a method the plan calls unsupported gets JSON-RPC's
 "method not found", and a proxy switched to *syncing* rewrites head answers

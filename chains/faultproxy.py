@@ -25,8 +25,9 @@ Invariants:
   connection, the listening socket and the upstream session, and joins the thread.
 - Counters in :meth:`stats` count what really happened: calls received and forwarded
   per method, faults injected per :class:`~chains.faultplan.Fault` kind.
-- A request the proxy answers itself (a fault, a range error, a syncing answer) is not
-  forwarded; a batch is split only when some of its calls are answered locally.
+- A request the proxy answers itself (a fault, a range error, an unsupported method, a
+  syncing answer) is not forwarded; a batch is split only when some of its calls are
+  answered locally. An answer over the result limit is forwarded, then replaced.
 """
 
 from __future__ import annotations

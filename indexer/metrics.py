@@ -46,7 +46,7 @@ class IndexerMetrics:
         )
         self.receipt_blocks = Counter(
             "rtrm_indexer_receipt_blocks",
-            "Blocks read from their receipts because eth_getLogs could not answer them",
+            "Blocks eth_getLogs could not answer, read from their receipts instead",
             chain,
             registry=self.registry,
         )
