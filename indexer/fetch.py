@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from chains.exceptions import RPCError
 from indexer import answers
-from indexer.exceptions import IndexerError, MalformedAnswerError, RangeNotSplittableError
+from indexer.exceptions import MalformedAnswerError, RangeNotSplittableError
 from indexer.metrics import IndexerMetrics
 from indexer.ranges import RangeController
 from indexer.reorg import Reorged
@@ -51,7 +51,6 @@ __all__ = ["ChainClient", "FetchedRange", "RangeFetcher"]
 
 log = logging.getLogger("indexer.pipeline")
 
-_MAX_FETCH_FAILURES = 8  # in a row on one range before the runner restarts the chain
 _RECEIPTS_AFTER = 3  # failures of eth_getLogs on one block before reading its receipts
 _RECEIPT_BATCH = 100  # eth_getTransactionReceipt calls per batch
 _METHOD_NOT_FOUND = -32601
@@ -214,16 +213,12 @@ class RangeFetcher:
                     logs += from_receipts
                     start, failures = lo + 1, 0
                 continue
-            if not isinstance(part, list):  # a broken node or proxy: wait and ask again
-                failures += 1
-                if failures > _MAX_FETCH_FAILURES:
-                    raise IndexerError(
-                        f"chain {self.chain_id}: eth_getLogs {lo}..{hi} answered "
-                        f"{type(part).__name__}, not a list of logs, {failures} times; "
-                        "check the chain's rpc_urls"
-                    )
-                await asyncio.sleep(answers.backoff_s(failures))
-                continue
+            if not isinstance(part, list):  # a broken node or proxy: the range is read again
+                raise MalformedAnswerError(
+                    f"chain {self.chain_id}: eth_getLogs {lo}..{hi} answered "
+                    f"{type(part).__name__}, not a list of logs; read again (if it persists, "
+                    "check the chain's rpc_urls)"
+                )
             elapsed = time.perf_counter() - started
             self.ranges.on_success(hi - lo + 1, len(part), elapsed, spread=_spread(part))
             logs += part

@@ -14,6 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chains.exceptions import RPCError
+from indexer.answers import READ_ATTEMPTS
+from indexer.exceptions import MalformedAnswerError
 from indexer.fetch import FetchedRange, RangeFetcher, _pieces
 from indexer.ranges import RangeConfig, RangeController
 
@@ -233,3 +235,15 @@ def test_receipts_are_checked_and_read_again_when_malformed_or_moved() -> None:
     node.glitches["eth_getBlockReceipts"] = [None, [{"logs": 5}]]
     assert _read(node) == _ours(node)
     assert node.calls.count("eth_getBlockReceipts") == 3
+
+
+def test_an_eth_getlogs_answer_that_is_not_a_list_is_read_again() -> None:
+    node = _CappedNode(cap=100)
+    node.glitches["eth_getLogs"] = [{"logs": []}, None]
+    assert _read(node) == _ours(node)
+    assert node.calls.count("eth_getLogs") == 3
+    assert node.calls.count("eth_getBlockByNumber") == 3 + 1  # each reading, then the check
+    broken = _CappedNode(cap=100)
+    broken.glitches["eth_getLogs"] = ["oops"] * READ_ATTEMPTS
+    with pytest.raises(MalformedAnswerError, match=r"eth_getLogs 0\.\.5 answered str"):
+        _read(broken)
