@@ -46,7 +46,7 @@ check-tools:
 $(BIN)/python: | check-tools
 	$(PYTHON) -m venv $(VENV)
 
-$(PY_STAMP): pyproject.toml | check-tools $(BIN)/python
+$(PY_STAMP): pyproject.toml setup.py indexer/_native.c | check-tools $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 

@@ -49,6 +49,7 @@ from chains.devnet import DevnetOptions, load_state, up
 from chains.exceptions import DevnetError
 from chains.registry import load_registry
 from chains.rpc import RpcClient, hex_to_int
+from indexer import native
 from indexer.models import metadata
 from indexer.store import BulkWriter, open_store
 
@@ -315,6 +316,7 @@ def measure(config: Path, home: Path, *, rounds: int, postgres: bool) -> None:
     python = f"{platform.python_implementation()} {platform.python_version()}"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {python}; one anvil")
+    print(f"indexer hot loops: {native.implementation()} (RTRM_PURE_PYTHON=1: Python)")
     print(f"load average after the run: {load}")
     print(
         "| store | events | seconds | events/s | raw events/s | ours/raw "

@@ -22,6 +22,8 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.grammar import ABIType, BasicType, TupleType
 from eth_abi.grammar import parse as parse_abi_type
 
+from indexer import native
+
 __all__ = [
     "ADDRESS_PARAM",
     "BOOL_TOPICS",
@@ -35,6 +37,7 @@ __all__ = [
     "abi_values",
     "checked_address",
     "checksum",
+    "checksum_python",
     "hex_bytes",
     "param_kind",
     "topic_word",
@@ -71,6 +74,13 @@ QUANTITIES = _Quantities({hex(i): i for i in range(4096)})
 @lru_cache(maxsize=_CHECKSUM_CACHE_SIZE)
 def checksum(body: str) -> str:
     """EIP-55: 40 hex digits (no ``0x``, already validated) -> ``"0x"`` + mixed case."""
+    if native.checksum is not None:  # the same in C: 0.4 µs instead of ~8
+        return native.checksum(body)
+    return checksum_python(body)
+
+
+def checksum_python(body: str) -> str:
+    """:func:`checksum` in Python (pycryptodome's keccak): the reference for the C one."""
     lower = body.lower().encode()
     digest = pycryptodome_keccak.new(data=lower, digest_bits=256).digest()
     # Upper-case the letters whose digest nibble is >= 8, 40 characters at once: as 320-bit

@@ -40,6 +40,7 @@ from typing import Any
 
 from chains.abi import parse_signature
 from chains.artifacts import EventAbi, event_table
+from indexer import native
 from indexer.abiwords import (
     ADDRESS_PARAM,
     BOOL_TOPICS,
@@ -218,6 +219,43 @@ def _word_lines(p: Param, v: str, w: str, namespace: dict[str, Any], helper: str
     return [f"    {v} = {helper}({w})"]
 
 
+# ---------------------------------------------------------------- the same, for the C loop
+
+# indexer/_native.c's op codes: how one parameter is read
+_OP_TOPIC_ADDRESS, _OP_TOPIC_BOOL, _OP_ADDRESS, _OP_BOOL = 0, 1, 2, 3
+_OP_UINT, _OP_INT, _OP_BYTES, _OP_CALL = 4, 5, 6, 7
+_NATIVE_MAX_WORDS = 64  # data words the C loop decodes (more: the Python decoder does)
+_NATIVE_KINDS = {"address": _OP_ADDRESS, "bool": _OP_BOOL, "uint": _OP_UINT, "int": _OP_INT}
+
+
+def _native_op(p: Param) -> tuple[str, int, bool, int, int, Any]:
+    """(name, op, from_topic, slot, size, helper) of one parameter: what the generated
+    Python does for it (:func:`_generate`), as data for the C loop."""
+    if p.indexed and p.kind in ("address", "bool"):
+        op = _OP_TOPIC_ADDRESS if p.kind == "address" else _OP_TOPIC_BOOL
+        return p.name, op, True, p.slot, 0, None
+    op = _NATIVE_KINDS.get(p.kind, _OP_CALL)
+    if op in (_OP_UINT, _OP_INT) and not (p.size % 8 == 0 and 8 <= p.size <= 256):  # noqa: PLR2004
+        op = _OP_CALL
+    if p.kind == "bytes":
+        op = _OP_BYTES if 1 <= p.size <= WORD else _OP_CALL
+    helper = partial(word_value, p) if op == _OP_CALL else None
+    return p.name, op, p.indexed, p.slot, p.size, helper
+
+
+def _native_target(plan: _EventPlan) -> tuple[Any, ...]:
+    """(contract, event, ops or None, words, python decode, topic count) for the C loop;
+    ops is None where the generated Python decodes the event (eth_abi data, long data)."""
+    words = len(plan.data_types)
+    fast = plan.fast and words <= _NATIVE_MAX_WORDS
+    ops = tuple(_native_op(p) for p in plan.params) if fast else None
+    return plan.abi.contract, plan.abi.name, ops, words, plan.decode, plan.topic_count
+
+
+if native.set_decoded_type is not None:
+    native.set_decoded_type(DecodedLog, tuple(vars(DecodedLog)[f] for f in DecodedLog.__slots__))
+
+
 # ---------------------------------------------------------------- the batch decoder
 
 
@@ -243,6 +281,14 @@ class LogDecoder:
         chosen = event_table().values() if events is None else events
         self._plans = {event.topic0: _plan(event, helpers) for event in chosen}
         self._dispatch = {t: (p.decode, p.abi.contract, p.abi.name) for t, p in self._plans.items()}
+        self._native = {t: _native_target(p) for t, p in self._plans.items()}
+        self._native_caches = (
+            self._topic_addresses,
+            self._topic_address,
+            self._word_addresses,
+            self._word_address,
+            BOOL_TOPICS,
+        )
 
     @property
     def skipped(self) -> int:
@@ -278,10 +324,21 @@ class LogDecoder:
         raw_logs: Iterable[Mapping[str, Any]],
         unknown: list[Mapping[str, Any]] | None,
     ) -> list[DecodedLog]:
+        out: list[DecodedLog] = []
+        if native.decode is not None and type(raw_logs) is list:
+            # The C loop decodes the well-formed logs; from the first it does not take
+            # (malformed, or a callback raised), this loop goes on, so errors read the same.
+            skip = partial(self._skip, unknown=unknown)
+            out, done = native.decode(
+                chain_id, raw_logs, self._native, self._contract_addresses,
+                self._contract_address, skip, self._native_caches,
+            )  # fmt: skip
+            if done == len(raw_logs):
+                return out
+            raw_logs = raw_logs[done:]
         dispatch, quantities, fromhex = self._dispatch.get, QUANTITIES, bytes.fromhex
         contracts, contract_miss = self._contract_addresses.get, self._contract_address
         builder, decoded = _Builder, DecodedLog
-        out: list[DecodedLog] = []
         append = out.append
         # Logs arrive grouped by block and transaction: parse and check those values once.
         last_block: Any = _UNSET

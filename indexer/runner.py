@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from chains.aiorpc import AsyncRpcClient
 from chains.endpoints import RpcPolicy
 from chains.spec import ChainSpec, Registry
+from indexer import native
 from indexer.exceptions import ChainPausedError, WriterLockedError
 from indexer.metrics import IndexerMetrics
 from indexer.pipeline import CHAIN_ERRORS, BatchReport, ChainIndexer, IndexerOptions
@@ -68,6 +69,7 @@ async def run_indexers(
 ) -> list[ChainOutcome]:
     """Index ``chains`` into ``store``; with ``once`` return when every chain caught up."""
     stop = stop or asyncio.Event()
+    log.info("indexing %d chain(s); decode loops in %s", len(chains), native.implementation())
     tasks = [
         _run_chain(
             store, spec, once=once, stop=stop, metrics=metrics, on_batch=on_batch, options=options

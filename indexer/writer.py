@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from indexer import native
 from indexer.decode import decode_logs, default_decoder
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
@@ -148,7 +149,14 @@ def _raw_rows(
     A log whose envelope is not what JSON-RPC promises (a hash or data that is not 0x-hex
     of the right length) raises :class:`MalformedLogError` saying which field, before
     anything is derived: the pipeline reads the range again.
+
+    The C twin (:mod:`indexer.native`) does the batch when every log is well formed; it
+    answers ``None`` otherwise, and this loop does it, error included.
     """
+    if native.raw_rows is not None and type(logs) is list:
+        done = native.raw_rows(chain_id, logs)
+        if done is not None:
+            return done
     rows: list[tuple[Any, ...]] = []
     blocks: dict[int, str] = {}
     append, fromhex = rows.append, bytes.fromhex
