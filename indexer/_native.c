@@ -590,14 +590,13 @@ static PyObject *native_decode(PyObject *module, PyObject *args) {
         values[1] = Py_NewRef(block_number);
         values[2] = Py_NewRef(block_hash);
         values[3] = Py_NewRef(tx);
-        values[4] = quantity(tx_index);
-        values[5] = quantity(log_index);
-        values[6] = cached(contracts, contract_miss, address);
         values[7] = Py_NewRef(contract);
         values[8] = Py_NewRef(event);
         values[10] = Py_NewRef(field(log, KEY_REMOVED) == Py_True ? Py_True : Py_False);
         PyObject *item = NULL;
-        if (values[4] && values[5] && values[6]) item = new_decoded(values);
+        if ((values[4] = quantity(tx_index)) && (values[5] = quantity(log_index)) &&
+            (values[6] = cached(contracts, contract_miss, address)))
+            item = new_decoded(values);
         for (int k = 0; k < DECODED_FIELDS; k++) Py_CLEAR(values[k]);
         if (item == NULL) break;
         int appended = PyList_Append(out, item);

@@ -252,8 +252,13 @@ def _native_target(plan: _EventPlan) -> tuple[Any, ...]:
     return plan.abi.contract, plan.abi.name, ops, words, plan.decode, plan.topic_count
 
 
+# The fields in the order indexer/_native.c fills them.
+_NATIVE_FIELDS: tuple[str, ...] = ("chain_id", "block_number", "block_hash", "tx_hash")
+_NATIVE_FIELDS += ("tx_index", "log_index", "address", "contract", "event", "args", "removed")
+if sorted(_NATIVE_FIELDS) != sorted(DecodedLog.__slots__):
+    raise RuntimeError("DecodedLog's fields changed: update _NATIVE_FIELDS and _native.c")
 if native.set_decoded_type is not None:
-    native.set_decoded_type(DecodedLog, tuple(vars(DecodedLog)[f] for f in DecodedLog.__slots__))
+    native.set_decoded_type(DecodedLog, tuple(vars(DecodedLog)[f] for f in _NATIVE_FIELDS))
 
 
 # ---------------------------------------------------------------- the batch decoder
