@@ -332,6 +332,7 @@ enum {
 
 typedef struct {
     PyObject *topic_cache, *topic_miss, *word_cache, *word_miss, *bool_topics;
+    Py_ssize_t limit; /* entries per address cache: when full, Python's miss evicts */
 } Caches;
 
 /* ``word`` as int: unsigned, or two's complement. */
@@ -376,6 +377,37 @@ static PyObject *cached(PyObject *cache, PyObject *miss, PyObject *key) {
     return PyObject_CallOneArg(miss, key);
 }
 
+/* An address cache miss on a 32-byte ``word`` (``key``: its topic, or its bytes): the
+ * checksummed address, remembered under ``key`` while the cache has room (a full one is
+ * Python's to evict: ``miss``). NULL without an error when the upper 12 bytes are not zero:
+ * Python's miss then says so. */
+static PyObject *address_miss(PyObject *cache, PyObject *miss, PyObject *key,
+                              const unsigned char *word, Py_ssize_t limit) {
+    if (PyDict_GET_SIZE(cache) >= limit) return PyObject_CallOneArg(miss, key);
+    char digits[40];
+    for (int i = 0; i < 12; i++)
+        if (word[i]) return NULL;
+    for (int i = 0; i < 20; i++) {
+        digits[2 * i] = HEX_DIGITS[word[12 + i] >> 4];
+        digits[2 * i + 1] = HEX_DIGITS[word[12 + i] & 0xf];
+    }
+    PyObject *address = checksum_digits(digits);
+    if (address == NULL || PyDict_SetItem(cache, key, address) < 0) {
+        Py_XDECREF(address);
+        return NULL;
+    }
+    return address;
+}
+
+/* The cached address for ``key`` (a topic, or a word's bytes), else address_miss. */
+static PyObject *cached_address(PyObject *cache, PyObject *miss, PyObject *key,
+                                const unsigned char *word, Py_ssize_t limit) {
+    PyObject *value = PyDict_GetItemWithError(cache, key);
+    if (value != NULL) return Py_NewRef(value);
+    if (PyErr_Occurred() || word == NULL) return NULL;
+    return address_miss(cache, miss, key, word, limit);
+}
+
 /* The value of one word-op on 32 bytes; a new reference, or NULL: not ours to decide
  * (no error set) or a callback's error. */
 static PyObject *word_value(int op, int size, PyObject *helper, const unsigned char *word,
@@ -385,7 +417,7 @@ static PyObject *word_value(int op, int size, PyObject *helper, const unsigned c
     case OP_ADDRESS:
         key = PyBytes_FromStringAndSize((const char *)word, 32);
         if (key == NULL) return NULL;
-        value = cached(caches->word_cache, caches->word_miss, key);
+        value = cached_address(caches->word_cache, caches->word_miss, key, word, caches->limit);
         Py_DECREF(key);
         return value;
     case OP_BOOL:
@@ -444,7 +476,10 @@ static PyObject *decode_args(PyObject *ops, Py_ssize_t words, PyObject *topics, 
         if (from_topic) {
             PyObject *topic = PyList_GET_ITEM(topics, slot);
             if (op == OP_TOPIC_ADDRESS) {
-                value = cached(caches->topic_cache, caches->topic_miss, topic);
+                const char *digits = hex_text(topic, 64, NULL);
+                int parsed = digits != NULL && unhex(digits, 32, topic_word);
+                value = cached_address(caches->topic_cache, caches->topic_miss, topic,
+                                       parsed ? topic_word : NULL, caches->limit);
             } else if (op == OP_TOPIC_BOOL) {
                 value = Py_XNewRef(PyDict_GetItemWithError(caches->bool_topics, topic));
             } else {
@@ -510,7 +545,7 @@ static PyObject *native_set_decoded_type(PyObject *module, PyObject *args) {
  * As LogDecoder._decode over logs[:done]; Python decodes logs[done:] (done < len(logs):
  * the log at ``done`` is one this loop does not take). dispatch: topic0 -> (contract,
  * event, ops or None, words, python_decode, topic_count); caches: (topic_cache, topic_miss,
- * word_cache, word_miss, bool_topics); skip(log) counts an unknown event. */
+ * word_cache, word_miss, bool_topics, limit); skip(log) counts an unknown event. */
 static PyObject *native_decode(PyObject *module, PyObject *args) {
     PyObject *chain_id, *logs, *dispatch, *contracts, *contract_miss, *skip, *cache_args;
     Caches caches;
@@ -522,9 +557,9 @@ static PyObject *native_decode(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "set_decoded_type() was not called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(cache_args, "O!OO!OO!", &PyDict_Type, &caches.topic_cache,
+    if (!PyArg_ParseTuple(cache_args, "O!OO!OO!n", &PyDict_Type, &caches.topic_cache,
                           &caches.topic_miss, &PyDict_Type, &caches.word_cache,
-                          &caches.word_miss, &PyDict_Type, &caches.bool_topics))
+                          &caches.word_miss, &PyDict_Type, &caches.bool_topics, &caches.limit))
         return NULL;
     Py_ssize_t count = PyList_GET_SIZE(logs), i = 0;
     PyObject *out = PyList_New(0);

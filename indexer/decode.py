@@ -293,6 +293,7 @@ class LogDecoder:
             self._word_addresses,
             self._word_address,
             BOOL_TOPICS,
+            self.cache_size,
         )
 
     @property
