@@ -143,15 +143,21 @@ def _node_pid(config: Path, url: str) -> int | None:
     return next((node.pid for node in state.nodes if node.rpc_url == url), None)
 
 
-def rtrm_index(config: Path, database_url: str) -> tuple[float, int, int, float, float]:
-    """``rtrm index --once`` in a child process: seconds, events, RPC calls, CPU seconds
-    (user + system) and max RSS MiB."""
+def rtrm_index(
+    config: Path, database_url: str, chain_id: int
+) -> tuple[float, int, int, float, float]:
+    """``rtrm index --once --chain chain_id`` in a child process (the chain the raw client
+    read, whatever else the devnet runs): seconds, events, RPC calls, CPU seconds (user +
+    system) and max RSS MiB."""
     env = {**os.environ, "RTRM_DATABASE_URL": database_url, "RTRM_CONFIG": str(config)}
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "rtrm", "index", "--once", "--no-progress", "--json"],
+        [
+            *(sys.executable, "-m", "rtrm", "index", "--once", "--no-progress", "--json"),
+            *("--chain", str(chain_id)),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -295,12 +301,12 @@ def measure(config: Path, home: Path, *, rounds: int, postgres: bool) -> None:
     rows = []
     sqlite_url = f"sqlite:///{home / 'bench.db'}"
     open_store(sqlite_url).dispose()  # migrations are not part of the timing
-    rows.append(("SQLite", *rtrm_index(config, sqlite_url)))
+    rows.append(("SQLite", *rtrm_index(config, sqlite_url, chain.chain_id)))
     if postgres:
         pg_url, schema = _postgres_url()
         try:
             open_store(pg_url).dispose()
-            rows.append(("PostgreSQL", *rtrm_index(config, pg_url)))
+            rows.append(("PostgreSQL", *rtrm_index(config, pg_url, chain.chain_id)))
         finally:
             _drop_schema(schema)
     tables = read_rows(sqlite_url)
