@@ -74,7 +74,7 @@ QUANTITIES = _Quantities({hex(i): i for i in range(4096)})
 @lru_cache(maxsize=_CHECKSUM_CACHE_SIZE)
 def checksum(body: str) -> str:
     """EIP-55: 40 hex digits (no ``0x``, already validated) -> ``"0x"`` + mixed case."""
-    if native.checksum is not None:  # the same in C: 0.4 µs instead of ~8
+    if native.checksum is not None:  # the same in C: ~1 µs instead of ~7
         return native.checksum(body)
     return checksum_python(body)
 
