@@ -4,11 +4,12 @@ Builds ``--logs`` synthetic raw logs (default 200,000) of our real event mix, en
 ``eth_abi.encode`` and shaped as a node returns them (hex strings, ~20 logs per block, 1-3
 per transaction, 5,000 users), then decodes them in the same run with:
 
-- ``indexer.decode`` (ours): the full result, :class:`~indexer.decode.DecodedLog` values;
+- ``indexer.decode`` (ours): the full result, :class:`~indexer.decode.DecodedLog` values,
+  with its C loop (:mod:`indexer.native`) and, where that is built, with its Python loop;
 - ``eth_abi.decode``: data and indexed topics only, nothing else (the usual reference);
 - ``eth_abi`` + the same output: plus checksummed addresses, envelope, ``DecodedLog``.
 
-Checks that ours and the third agree on every log, and prints a markdown table.
+Checks that ours (both loops) and the third agree on every log, and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 
 from chains.artifacts import EventAbi, event_table
+from indexer import native
 from indexer.decode import DecodedLog, LogDecoder
 
 # (event name, weight): what a busy devnet block looks like
@@ -143,6 +145,19 @@ def eth_abi_full(chain_id: int, logs: list[dict[str, Any]]) -> list[DecodedLog]:
     return out
 
 
+def python_loop(decoder: LogDecoder) -> Callable[[int, list[dict[str, Any]]], list[DecodedLog]]:
+    """``decoder.decode_logs`` with the C loop switched off (the Python twin runs)."""
+
+    def run(chain_id: int, logs: list[dict[str, Any]]) -> list[DecodedLog]:
+        saved, native.decode = native.decode, None
+        try:
+            return decoder.decode_logs(chain_id, logs)
+        finally:
+            native.decode = saved
+
+    return run
+
+
 def best_rate(
     fn: Callable[[int, list[dict[str, Any]]], list[Any]], logs: list[Any], n: int
 ) -> float:
@@ -171,12 +186,18 @@ def main() -> None:
     ours = decoder.decode_logs(1, logs)
     if ours != eth_abi_full(1, logs):
         raise SystemExit("MISMATCH: indexer.decode disagrees with eth_abi")
+    if python_loop(decoder)(1, logs) != ours:
+        raise SystemExit("MISMATCH: indexer.decode's C and Python loops disagree")
     rates = {
-        "indexer.decode (ours)": best_rate(decoder.decode_logs, logs, args.repeat),
-        "eth_abi.decode, args only": best_rate(eth_abi_only, logs, args.repeat),
-        "eth_abi.decode + same output": best_rate(eth_abi_full, logs, args.repeat),
+        f"indexer.decode (ours, {native.implementation()} loop)": best_rate(
+            decoder.decode_logs, logs, args.repeat
+        )
     }
-    reference = rates["indexer.decode (ours)"]
+    if native.implementation() == "C":
+        rates["indexer.decode, Python loop"] = best_rate(python_loop(decoder), logs, args.repeat)
+    rates["eth_abi.decode, args only"] = best_rate(eth_abi_only, logs, args.repeat)
+    rates["eth_abi.decode + same output"] = best_rate(eth_abi_full, logs, args.repeat)
+    reference = next(iter(rates.values()))
     print(f"{args.logs:,} logs, {len(MIX)} event types, best of {args.repeat} (CPU time), ", end="")
     print(f"Python {platform.python_version()} on {platform.machine()}; outputs identical\n")
     print("| decoder | events/s | ours is |")
