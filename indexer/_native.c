@@ -136,6 +136,12 @@ static PyObject *hex_to_bytes(PyObject *value, Py_ssize_t n) {
     return out;
 }
 
+/* "0x" + 64 hex digits (a topic, block or transaction hash) -> ``out``; 0 otherwise. */
+static int hex_word(PyObject *value, unsigned char out[32]) {
+    const char *digits = hex_text(value, 64, NULL);
+    return digits != NULL && unhex(digits, 32, out);
+}
+
 /* A JSON-RPC quantity, "0x" + 1..16 hex digits, as a new int; NULL otherwise (Python's
  * QUANTITIES also takes up to 64 digits: those go to the Python path). */
 static PyObject *quantity(PyObject *value) {
@@ -269,10 +275,8 @@ static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
         topic_bytes = PyBytes_FromStringAndSize(NULL, 32 * topic_count);
         if (topic_bytes == NULL) goto python;
         for (Py_ssize_t t = 0; t < topic_count; t++) {
-            const char *digits = hex_text(PyList_GET_ITEM(topics, t), 64, NULL);
-            if (digits == NULL ||
-                !unhex(digits, 32, (unsigned char *)PyBytes_AS_STRING(topic_bytes) + 32 * t))
-                goto python;
+            unsigned char *out = (unsigned char *)PyBytes_AS_STRING(topic_bytes) + 32 * t;
+            if (!hex_word(PyList_GET_ITEM(topics, t), out)) goto python;
         }
         PyObject *row = PyTuple_New(8);
         if (row == NULL) goto python;
@@ -369,21 +373,31 @@ static PyObject *hex_str(const unsigned char *raw, int n) {
     return out;
 }
 
-/* A cached value, or miss(key) (a new reference either way); NULL on a miss that raised. */
+/* A cached value, or miss(key) (a new reference either way); NULL on a miss that raised.
+ * (Cached values are checksummed addresses, never empty: Python's ``get(k) or miss(k)``.) */
 static PyObject *cached(PyObject *cache, PyObject *miss, PyObject *key) {
     PyObject *value = PyDict_GetItemWithError(cache, key);
-    if (value != NULL && PyObject_IsTrue(value) == 1) return Py_NewRef(value);
+    if (value != NULL) return Py_NewRef(value);
     if (PyErr_Occurred()) return NULL;
     return PyObject_CallOneArg(miss, key);
 }
 
-/* An address cache miss on a 32-byte ``word`` (``key``: its topic, or its bytes): the
- * checksummed address, remembered under ``key`` while the cache has room (a full one is
- * Python's to evict: ``miss``). NULL without an error when the upper 12 bytes are not zero:
- * Python's miss then says so. */
-static PyObject *address_miss(PyObject *cache, PyObject *miss, PyObject *key,
-                              const unsigned char *word, Py_ssize_t limit) {
+/* The cached checksummed address for ``key``: a topic (``word`` NULL: the topic is parsed
+ * only on a miss) or a data word's bytes (``word``: those bytes). On a miss the address is
+ * computed here and remembered while the cache has room; a full one is Python's to evict
+ * (``miss``). NULL without an error when the topic is not 0x-hex or the upper 12 bytes are
+ * not zero: Python's miss then says so. */
+static PyObject *cached_address(PyObject *cache, PyObject *miss, PyObject *key,
+                                const unsigned char *word, Py_ssize_t limit) {
+    PyObject *value = PyDict_GetItemWithError(cache, key);
+    if (value != NULL) return Py_NewRef(value);
+    if (PyErr_Occurred()) return NULL;
     if (PyDict_GET_SIZE(cache) >= limit) return PyObject_CallOneArg(miss, key);
+    unsigned char parsed[32];
+    if (word == NULL) {
+        if (!hex_word(key, parsed)) return NULL;
+        word = parsed;
+    }
     char digits[40];
     for (int i = 0; i < 12; i++)
         if (word[i]) return NULL;
@@ -397,15 +411,6 @@ static PyObject *address_miss(PyObject *cache, PyObject *miss, PyObject *key,
         return NULL;
     }
     return address;
-}
-
-/* The cached address for ``key`` (a topic, or a word's bytes), else address_miss. */
-static PyObject *cached_address(PyObject *cache, PyObject *miss, PyObject *key,
-                                const unsigned char *word, Py_ssize_t limit) {
-    PyObject *value = PyDict_GetItemWithError(cache, key);
-    if (value != NULL) return Py_NewRef(value);
-    if (PyErr_Occurred() || word == NULL) return NULL;
-    return address_miss(cache, miss, key, word, limit);
 }
 
 /* The value of one word-op on 32 bytes; a new reference, or NULL: not ours to decide
@@ -476,16 +481,12 @@ static PyObject *decode_args(PyObject *ops, Py_ssize_t words, PyObject *topics, 
         if (from_topic) {
             PyObject *topic = PyList_GET_ITEM(topics, slot);
             if (op == OP_TOPIC_ADDRESS) {
-                const char *digits = hex_text(topic, 64, NULL);
-                int parsed = digits != NULL && unhex(digits, 32, topic_word);
-                value = cached_address(caches->topic_cache, caches->topic_miss, topic,
-                                       parsed ? topic_word : NULL, caches->limit);
+                value = cached_address(caches->topic_cache, caches->topic_miss, topic, NULL,
+                                       caches->limit);
             } else if (op == OP_TOPIC_BOOL) {
                 value = Py_XNewRef(PyDict_GetItemWithError(caches->bool_topics, topic));
-            } else {
-                const char *digits = hex_text(topic, 64, NULL);
-                if (digits != NULL && unhex(digits, 32, topic_word))
-                    value = word_value(op, size, helper, topic_word, caches);
+            } else if (hex_word(topic, topic_word)) {
+                value = word_value(op, size, helper, topic_word, caches);
             }
         } else {
             value = word_value(op, size, helper, raw + 32 * slot, caches);
@@ -595,16 +596,13 @@ static PyObject *native_decode(PyObject *module, PyObject *args) {
             if (block_number == NULL) break;
             last_block = block_hex;
         }
+        unsigned char checked[32]; /* the hashes are only checked: the log's str is kept */
         if (!same(block_hash, last_hash)) {
-            const char *digits = hex_text(block_hash, 64, NULL);
-            unsigned char word[32];
-            if (digits == NULL || !unhex(digits, 32, word)) break;
+            if (!hex_word(block_hash, checked)) break;
             last_hash = block_hash;
         }
         if (!same(tx, last_tx)) {
-            const char *digits = hex_text(tx, 64, NULL);
-            unsigned char word[32];
-            if (digits == NULL || !unhex(digits, 32, word)) break;
+            if (!hex_word(tx, checked)) break;
             last_tx = tx;
         }
         PyObject *contract = PyTuple_GET_ITEM(target, 0), *event = PyTuple_GET_ITEM(target, 1);
