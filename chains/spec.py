@@ -57,6 +57,7 @@ DEFAULT_DATABASE_URL = "sqlite:///.rtrm/rtrm.db"  # relative to the working dire
 MAX_DECIMALS = 36
 RPC_SCHEMES = ("http", "https", "ws", "wss")
 
+_MAX_CHAIN_ID = 1 << 63  # chain ids are BIGINT in the store
 _ROOT = AssetId("")  # AssetSpec.underlying before it defaults to the asset itself
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _BLOCK_HASH = re.compile(r"0x[0-9a-f]{64}")
@@ -225,8 +226,11 @@ class ChainSpec:
 
     def __post_init__(self) -> None:
         key = key_path("chains", self.chain_id)
-        if self.chain_id <= 0:
-            raise ConfigError(f"{key}: chain id must be a positive integer, e.g. [chains.42161]")
+        if not 0 < self.chain_id < _MAX_CHAIN_ID:
+            raise ConfigError(
+                f"{key}: chain id must be a positive integer below 2**63 (the store's BIGINT), "
+                "e.g. [chains.42161]"
+            )
         if not self.name.strip():
             raise ConfigError(f'{key}.name: is empty; name the chain, e.g. name = "arbitrum"')
         self._check_rpc_urls(f"{key}.rpc_urls")

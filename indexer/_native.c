@@ -121,40 +121,32 @@ static const char *hex_text(PyObject *value, Py_ssize_t digits, Py_ssize_t *leng
     return text + 2;
 }
 
-/* "0x" + 2n hex digits -> a new bytes object of n bytes, else NULL (no error set, or a
- * MemoryError). */
-static PyObject *hex_to_bytes(PyObject *value, Py_ssize_t n) {
-    Py_ssize_t digits;
-    const char *text = hex_text(value, n < 0 ? -1 : 2 * n, &digits);
-    if (text == NULL || digits % 2) return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, digits / 2);
-    if (out == NULL) return NULL;
-    if (!unhex(text, digits / 2, (unsigned char *)PyBytes_AS_STRING(out))) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    return out;
-}
-
 /* "0x" + 64 hex digits (a topic, block or transaction hash) -> ``out``; 0 otherwise. */
 static int hex_word(PyObject *value, unsigned char out[32]) {
     const char *digits = hex_text(value, 64, NULL);
     return digits != NULL && unhex(digits, 32, out);
 }
 
-/* A JSON-RPC quantity, "0x" + 1..16 hex digits, as a new int; NULL otherwise (Python's
+/* A JSON-RPC quantity, "0x" + 1..16 hex digits, into ``out``; 0 otherwise (Python's
  * QUANTITIES also takes up to 64 digits: those go to the Python path). */
-static PyObject *quantity(PyObject *value) {
+static int parse_quantity(PyObject *value, uint64_t *out) {
     Py_ssize_t digits;
     const char *text = hex_text(value, -1, &digits);
-    if (text == NULL || digits < 1 || digits > 16) return NULL;
+    if (text == NULL || digits < 1 || digits > 16) return 0;
     uint64_t n = 0;
     for (Py_ssize_t i = 0; i < digits; i++) {
         int d = HEX_VALUE[(unsigned char)text[i]];
-        if (d < 0) return NULL;
+        if (d < 0) return 0;
         n = n << 4 | (uint64_t)d;
     }
-    return PyLong_FromUnsignedLongLong(n);
+    *out = n;
+    return 1;
+}
+
+/* The same quantity as a new int; NULL otherwise (no error set, or a MemoryError). */
+static PyObject *quantity(PyObject *value) {
+    uint64_t n;
+    return parse_quantity(value, &n) ? PyLong_FromUnsignedLongLong(n) : NULL;
 }
 
 /* ------------------------------------------------------------------ EIP-55 */
@@ -235,17 +227,68 @@ static int same(PyObject *a, PyObject *b) {
 
 /* ------------------------------------------------------------------ raw rows */
 
-/* raw_rows(chain_id, logs) -> (rows, blocks) | None, as indexer.writer._raw_rows; None
- * when a log is not exactly what JSON-RPC promises (Python then does the whole batch). */
+/* A growing byte buffer for binary COPY rows (indexer.copyrows). */
+typedef struct {
+    char *data;
+    size_t size, capacity;
+} Buffer;
+
+/* Room for ``more`` bytes at the end; 0 with a MemoryError set otherwise. */
+static int reserve(Buffer *b, size_t more) {
+    if (b->size + more <= b->capacity) return 1;
+    size_t capacity = b->capacity ? b->capacity : 1 << 16;
+    while (capacity < b->size + more) capacity *= 2;
+    char *data = PyMem_Realloc(b->data, capacity);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    b->data = data;
+    b->capacity = capacity;
+    return 1;
+}
+
+/* Big-endian integers into reserved room. */
+static void put_be(Buffer *b, uint64_t value, int bytes) {
+    for (int i = bytes - 1; i >= 0; i--) b->data[b->size++] = (char)(value >> (8 * i));
+}
+
+/* A field's length, then room for its value (the caller fills it); returns the value's
+ * start. */
+static unsigned char *put_field(Buffer *b, uint32_t length) {
+    put_be(b, length, 4);
+    unsigned char *at = (unsigned char *)b->data + b->size;
+    b->size += length;
+    return at;
+}
+
+static void put_int_field(Buffer *b, uint64_t value, int bytes) {
+    put_be(b, (uint64_t)bytes, 4);
+    put_be(b, value, bytes);
+}
+
+#define RAW_FIELDS 8
+#define INT32_LIMIT 0x7fffffffULL
+#define INT64_LIMIT 0x7fffffffffffffffULL
+
+/* raw_rows(chain_id, logs) -> (packed, blocks) | None, as indexer.writer._raw_rows: the
+ * rows as binary COPY tuples of indexer.writer.RAW_KINDS. None when a log is not exactly
+ * what JSON-RPC promises or a quantity does not fit its column (Python then does the whole
+ * batch, with its own error). */
 static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
-    PyObject *chain_id, *logs;
-    if (!PyArg_ParseTuple(args, "OO!", &chain_id, &PyList_Type, &logs)) return NULL;
-    Py_ssize_t count = PyList_GET_SIZE(logs);
-    PyObject *rows = PyList_New(count);
+    PyObject *chain, *logs;
+    if (!PyArg_ParseTuple(args, "OO!", &chain, &PyList_Type, &logs)) return NULL;
+    Buffer out = {NULL, 0, 0};
     PyObject *blocks = PyDict_New();
-    PyObject *number = NULL, *tx_hash = NULL, *last_block = NULL, *last_tx = NULL;
-    PyObject *topic_bytes = NULL;
-    if (rows == NULL || blocks == NULL) goto error;
+    PyObject *last_block = NULL, *last_tx = NULL;
+    uint64_t number = 0;
+    unsigned char tx_hash[32];
+    if (blocks == NULL) return NULL;
+    int overflow = 0;
+    long long chain_id = PyLong_CheckExact(chain) ? PyLong_AsLongLongAndOverflow(chain, &overflow)
+                                                  : -1;
+    if (!PyLong_CheckExact(chain) || overflow || (chain_id == -1 && PyErr_Occurred())) goto python;
+    Py_ssize_t count = PyList_GET_SIZE(logs);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *log = PyList_GET_ITEM(logs, i);
         if (!PyDict_CheckExact(log)) goto python;
@@ -260,62 +303,139 @@ static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
             goto python;
         if (!same(block_hex, last_block)) {
             PyObject *block_hash = field(log, KEY_BLOCK_HASH);
-            if (block_hash == NULL) goto python;
-            Py_XSETREF(number, quantity(block_hex));
-            if (number == NULL || PyDict_SetItem(blocks, number, block_hash) < 0) goto python;
+            if (block_hash == NULL || !parse_quantity(block_hex, &number) || number > INT64_LIMIT)
+                goto python;
+            PyObject *key = PyLong_FromUnsignedLongLong(number);
+            if (key == NULL) goto python;
+            int failed = PyDict_SetItem(blocks, key, block_hash);
+            Py_DECREF(key);
+            if (failed) goto python;
             last_block = block_hex;
         }
         if (!same(tx, last_tx)) {
-            Py_XSETREF(tx_hash, hex_to_bytes(tx, 32));
-            if (tx_hash == NULL) goto python;
+            if (!hex_word(tx, tx_hash)) goto python;
             last_tx = tx;
         }
-        if (!PyList_CheckExact(topics)) goto python;
+        uint64_t log_number, tx_number;
+        Py_ssize_t data_digits;
+        const char *address_digits = hex_text(address, 40, NULL);
+        const char *data_text = hex_text(data, -1, &data_digits);
+        if (!PyList_CheckExact(topics) || address_digits == NULL || data_text == NULL ||
+            data_digits % 2 || (uint64_t)data_digits / 2 > INT32_LIMIT ||
+            !parse_quantity(log_index, &log_number) || log_number > INT32_LIMIT ||
+            !parse_quantity(tx_index, &tx_number) || tx_number > INT32_LIMIT)
+            goto python;
         Py_ssize_t topic_count = PyList_GET_SIZE(topics);
-        topic_bytes = PyBytes_FromStringAndSize(NULL, 32 * topic_count);
-        if (topic_bytes == NULL) goto python;
-        for (Py_ssize_t t = 0; t < topic_count; t++) {
-            unsigned char *out = (unsigned char *)PyBytes_AS_STRING(topic_bytes) + 32 * t;
-            if (!hex_word(PyList_GET_ITEM(topics, t), out)) goto python;
+        if (topic_count > 4) goto python; /* 32 * topics must fit an int4 length anyway */
+        size_t data_bytes = (size_t)data_digits / 2;
+        if (!reserve(&out, 2 + RAW_FIELDS * 4 + 8 + 8 + 4 + 32 + 4 + 20 + 32 * topic_count +
+                               data_bytes))
+            goto error;
+        size_t row_start = out.size;
+        put_be(&out, RAW_FIELDS, 2);
+        put_int_field(&out, (uint64_t)chain_id, 8);
+        put_int_field(&out, number, 8);
+        put_int_field(&out, log_number, 4);
+        memcpy(put_field(&out, 32), tx_hash, 32);
+        put_int_field(&out, tx_number, 4);
+        int ok = unhex(address_digits, 20, put_field(&out, 20));
+        unsigned char *topic_out = put_field(&out, (uint32_t)(32 * topic_count));
+        for (Py_ssize_t t = 0; ok && t < topic_count; t++)
+            ok = hex_word(PyList_GET_ITEM(topics, t), topic_out + 32 * t);
+        ok = ok && unhex(data_text, (Py_ssize_t)data_bytes, put_field(&out, (uint32_t)data_bytes));
+        if (!ok) {
+            out.size = row_start;
+            goto python;
         }
-        PyObject *row = PyTuple_New(8);
-        if (row == NULL) goto python;
-        PyList_SET_ITEM(rows, i, row); /* owned by rows from here: filled in place */
-        Py_INCREF(chain_id);
-        PyTuple_SET_ITEM(row, 0, chain_id);
-        Py_INCREF(number);
-        PyTuple_SET_ITEM(row, 1, number);
-        Py_INCREF(tx_hash);
-        PyTuple_SET_ITEM(row, 3, tx_hash);
-        PyTuple_SET_ITEM(row, 6, topic_bytes);
-        topic_bytes = NULL;
-        PyObject *item;
-        if ((item = quantity(log_index)) == NULL) goto python;
-        PyTuple_SET_ITEM(row, 2, item);
-        if ((item = quantity(tx_index)) == NULL) goto python;
-        PyTuple_SET_ITEM(row, 4, item);
-        if ((item = hex_to_bytes(address, 20)) == NULL) goto python;
-        PyTuple_SET_ITEM(row, 5, item);
-        if ((item = hex_to_bytes(data, -1)) == NULL) goto python;
-        PyTuple_SET_ITEM(row, 7, item);
     }
-    Py_XDECREF(number);
-    Py_XDECREF(tx_hash);
-    return Py_BuildValue("(NN)", rows, blocks);
+    PyObject *packed = PyBytes_FromStringAndSize(out.data ? out.data : "", (Py_ssize_t)out.size);
+    PyMem_Free(out.data);
+    if (packed == NULL) {
+        Py_DECREF(blocks);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", packed, blocks);
 python:
     if (!fall_back()) goto error;
-    Py_XDECREF(rows);
-    Py_XDECREF(blocks);
-    Py_XDECREF(number);
-    Py_XDECREF(tx_hash);
-    Py_XDECREF(topic_bytes);
+    PyMem_Free(out.data);
+    Py_DECREF(blocks);
     Py_RETURN_NONE;
 error:
+    PyMem_Free(out.data);
+    Py_DECREF(blocks);
+    return NULL;
+}
+
+/* unpack(data, kinds) -> rows, as indexer.copyrows.unpack_python (same errors). */
+static PyObject *native_unpack(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    const char *kinds;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "y*s#", &view, &kinds, &width)) return NULL;
+    PyObject *rows = PyList_New(0);
+    PyObject *row = NULL;
+    const unsigned char *data = view.buf;
+    Py_ssize_t at = 0, end = view.len;
+    if (rows == NULL) goto error;
+    for (Py_ssize_t k = 0; k < width; k++) {
+        if (kinds[k] != 'q' && kinds[k] != 'i' && kinds[k] != 'b') {
+            PyObject *kind = PyUnicode_FromStringAndSize(kinds + k, 1);
+            PyObject *all = PyUnicode_FromStringAndSize(kinds, width);
+            if (kind && all)
+                PyErr_Format(PyExc_ValueError, "unknown column kind %R in %R: use q, i or b",
+                             kind, all);
+            Py_XDECREF(kind);
+            Py_XDECREF(all);
+            goto error;
+        }
+    }
+    while (at < end) {
+        if (end - at < 2) goto truncated;
+        int16_t fields = (int16_t)(data[at] << 8 | data[at + 1]);
+        if (fields != width) {
+            PyErr_Format(PyExc_ValueError, "a row of %d fields at byte %zd, expected %zd",
+                         (int)fields, at, width);
+            goto error;
+        }
+        at += 2;
+        row = PyTuple_New(width);
+        if (row == NULL) goto error;
+        for (Py_ssize_t k = 0; k < width; k++) {
+            if (end - at < 4) goto truncated;
+            int32_t size = (int32_t)((uint32_t)data[at] << 24 | (uint32_t)data[at + 1] << 16 |
+                                     (uint32_t)data[at + 2] << 8 | data[at + 3]);
+            at += 4;
+            char kind = kinds[k];
+            int expected = kind == 'q' ? 8 : kind == 'i' ? 4 : size;
+            if (size != expected || size < 0 || size > end - at) {
+                PyErr_Format(PyExc_ValueError, "a field of %d bytes at byte %zd ('%c')",
+                             (int)size, at - 4, kind);
+                goto error;
+            }
+            PyObject *value;
+            if (kind == 'b') {
+                value = PyBytes_FromStringAndSize((const char *)data + at, size);
+            } else {
+                uint64_t n = 0;
+                for (int b = 0; b < size; b++) n = n << 8 | data[at + b];
+                value = kind == 'q' ? PyLong_FromLongLong((long long)n)
+                                    : PyLong_FromLong((long)(int32_t)(uint32_t)n);
+            }
+            if (value == NULL) goto error;
+            PyTuple_SET_ITEM(row, k, value);
+            at += size;
+        }
+        if (PyList_Append(rows, row) < 0) goto error;
+        Py_CLEAR(row);
+    }
+    PyBuffer_Release(&view);
+    return rows;
+truncated:
+    PyErr_Format(PyExc_ValueError, "truncated at byte %zd of %zd", at, end);
+error:
+    Py_XDECREF(row);
     Py_XDECREF(rows);
-    Py_XDECREF(blocks);
-    Py_XDECREF(number);
-    Py_XDECREF(tx_hash);
-    Py_XDECREF(topic_bytes);
+    PyBuffer_Release(&view);
     return NULL;
 }
 
@@ -651,7 +771,9 @@ static PyMethodDef methods[] = {
     {"checksum", native_checksum, METH_O,
      "checksum(40 hex digits) -> '0x' + EIP-55 mixed case (abiwords.checksum's twin)."},
     {"raw_rows", native_raw_rows, METH_VARARGS,
-     "raw_rows(chain_id, logs) -> (rows, blocks) or None (writer._raw_rows' twin)."},
+     "raw_rows(chain_id, logs) -> (packed, blocks) or None (writer._raw_rows' twin)."},
+    {"unpack", native_unpack, METH_VARARGS,
+     "unpack(data, kinds) -> rows (copyrows.unpack_python's twin)."},
     {"decode", native_decode, METH_VARARGS,
      "decode(chain_id, logs, dispatch, contracts, contract_miss, skip, caches) -> "
      "(decoded, done) (LogDecoder._decode's twin over logs[:done])."},

@@ -420,10 +420,22 @@ class LogDecoder:
 
 # ---------------------------------------------------------------- what went wrong, where
 
+
+def _stored_quantity(bits: int) -> Callable[[Any], object]:
+    """A quantity check that also wants the value to fit its store column (bits + sign)."""
+
+    def check(value: Any) -> object:
+        if QUANTITIES[value] >> bits:
+            raise MalformedError(f"{value} is too large to store (at most 2**{bits} - 1)")
+        return value
+
+    return check
+
+
 _ENVELOPE_CHECKS: tuple[tuple[str, Callable[[Any], object]], ...] = (
-    ("blockNumber", QUANTITIES.__getitem__),
-    ("transactionIndex", QUANTITIES.__getitem__),
-    ("logIndex", QUANTITIES.__getitem__),
+    ("blockNumber", _stored_quantity(63)),
+    ("transactionIndex", _stored_quantity(31)),
+    ("logIndex", _stored_quantity(31)),
     ("blockHash", topic_word),
     ("transactionHash", topic_word),
     ("address", checked_address),

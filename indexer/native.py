@@ -1,8 +1,9 @@
 """Which implementation of the indexer's hot loops runs: C or pure Python.
 
 ``indexer._native`` (``indexer/_native.c``, built by ``setup.py`` when a C compiler is
-there) holds C twins of three loops: EIP-55 checksums (:func:`indexer.abiwords.checksum`),
-raw-event rows (``indexer.writer._raw_rows``) and the batch decoder
+there) holds C twins of four loops: EIP-55 checksums (:func:`indexer.abiwords.checksum`),
+raw-event rows packed as COPY tuples (``indexer.writer._raw_rows``), their unpacking
+(:func:`indexer.copyrows.unpack`) and the batch decoder
 (:meth:`indexer.decode.LogDecoder.decode_logs`). The Python code is the specification:
 the C loop takes only input that is exactly what JSON-RPC promises and hands anything
 else, from the first such log on, to the Python loop, so results and error messages are
@@ -20,9 +21,17 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-__all__ = ["checksum", "decode", "implementation", "keccak256", "raw_rows", "set_decoded_type"]
+__all__ = [
+    "checksum",
+    "decode",
+    "implementation",
+    "keccak256",
+    "raw_rows",
+    "set_decoded_type",
+    "unpack",
+]
 
-RawRows = tuple[list[tuple[Any, ...]], dict[int, str]]
+RawRows = tuple[bytes, dict[int, str]]
 
 
 def _load() -> ModuleType | None:
@@ -39,11 +48,13 @@ _module = _load()
 keccak256: Callable[[bytes], bytes] | None = None
 checksum: Callable[[str], str] | None = None
 raw_rows: Callable[[int, list[Any]], RawRows | None] | None = None
+unpack: Callable[[bytes, str], list[tuple[Any, ...]]] | None = None
 decode: Callable[..., tuple[list[Any], int]] | None = None
 set_decoded_type: Callable[[type, tuple[Any, ...]], None] | None = None
 if _module is not None:
     keccak256, checksum = _module.keccak256, _module.checksum
     raw_rows, decode = _module.raw_rows, _module.decode
+    unpack = _module.unpack
     set_decoded_type = _module.set_decoded_type
 
 

@@ -7,9 +7,10 @@ transaction — the only way the schema changes.
 
 Writes of one indexed range happen in one transaction (:meth:`Store.transaction`), through
 :class:`BulkWriter`, which bypasses the ORM for speed: ``executemany`` on SQLite and
-binary ``COPY … FROM STDIN`` on PostgreSQL for inserts, a keyed bulk ``UPDATE`` for closing
-versions. :func:`rollback` removes everything a chain wrote above a block: two statements
-per versioned table, one per fact table, on both databases.
+binary ``COPY … FROM STDIN`` on PostgreSQL for inserts (rows that come packed as COPY
+tuples, the raw events', go in as they are), a keyed bulk ``UPDATE`` for closing
+versions. :func:`rollback` removes everything a chain wrote above a block: two
+statements per versioned table, one per fact table, on both databases.
 
 A large backfill writes faster without the indexes on random keys (a transaction hash, an
 account: every insert dirties its own page): :meth:`Store.defer_indexes` drops them and
@@ -56,6 +57,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
 
+from indexer.copyrows import SIGNATURE, TRAILER, unpack
 from indexer.exceptions import StoreError, WriterLockedError
 from indexer.models import (
     APPEND_ONLY_TABLES,
@@ -354,6 +356,26 @@ class BulkWriter:
             cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
         finally:
             cursor.close()
+
+    def insert_packed(
+        self, table: str, columns: Sequence[str], kinds: str, chunks: Sequence[bytes]
+    ) -> None:
+        """Insert rows packed as binary COPY tuples of ``kinds`` (:mod:`indexer.copyrows`):
+        PostgreSQL copies the bytes as they are, in one ``COPY``; SQLite inserts the
+        unpacked tuples."""
+        if not any(chunks):
+            return
+        dbapi: Any = self.conn.connection.dbapi_connection
+        if self.dialect == "postgresql":
+            copy_sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+            with dbapi.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                copy.write(SIGNATURE)
+                for chunk in chunks:
+                    copy.write(chunk)
+                copy.write(TRAILER)
+            return
+        for chunk in chunks:
+            self.insert(table, columns, unpack(chunk, kinds))
 
     def close_versions(self, table: str, chain_id: int, closes: Sequence[tuple[int, int]]) -> None:
         """Set ``valid_to`` of versions ``(row_id, valid_to)`` of ``chain_id``."""

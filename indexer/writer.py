@@ -25,17 +25,28 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from indexer import native
+from indexer.abiwords import QUANTITIES, MalformedError
+from indexer.copyrows import pack_row
 from indexer.decode import decode_logs, default_decoder
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes
 from indexer.store import BulkWriter, Store
 
-__all__ = ["BulkLoad", "Prepared", "RangeRows", "decode_batch", "prepare_range", "write_ranges"]
+__all__ = [
+    "RAW_COLUMNS",
+    "RAW_KINDS",
+    "BulkLoad",
+    "Prepared",
+    "RangeRows",
+    "decode_batch",
+    "prepare_range",
+    "write_ranges",
+]
 
 log = logging.getLogger("indexer.pipeline")
 
-_RAW_COLUMNS = (
+RAW_COLUMNS = (
     "chain_id",
     "block_number",
     "log_index",
@@ -45,6 +56,7 @@ _RAW_COLUMNS = (
     "topics",
     "data",
 )
+RAW_KINDS = "qqibibbb"  # their binary COPY kinds (indexer.copyrows)
 _HASH_BYTES = 32
 _ADDRESS_BYTES = 20
 _LEDGER_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
@@ -61,7 +73,8 @@ class RangeRows:
     block_hash: str  # of ``last``: the cursor's hash once written
     head: int
     finalized: int
-    raw_rows: list[tuple[Any, ...]]
+    events: int
+    raw: bytes  # the raw-event rows, RAW_COLUMNS packed as binary COPY tuples of RAW_KINDS
     changes: Changes
     ledger: list[LedgerRow]
 
@@ -76,7 +89,7 @@ class Prepared:
 
     @property
     def events(self) -> int:
-        return len(self.rows.raw_rows)
+        return self.rows.events
 
 
 def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prepared:
@@ -84,7 +97,7 @@ def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prep
     the indexer unusable: the runner starts a fresh one from the store)."""
     started = time.perf_counter()
     raw_logs = batch.logs
-    raw_rows, blocks = _raw_rows(chain_id, raw_logs)  # first: a log it cannot store stops all
+    raw, blocks = _raw_rows(chain_id, raw_logs)  # first: a log it cannot store stops all
     changes = state.apply(decode_batch(chain_id, raw_logs))
     end: list[LedgerRow] = []
     if (header := batch.header) is not None:  # the range's end block: parent hash and time
@@ -93,7 +106,14 @@ def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prep
         end = [(chain_id, batch.last, header["hash"], header["parentHash"], timestamp)]
     ledger = [(chain_id, n, h, None, None) for n, h in sorted(blocks.items())] + end
     rows = RangeRows(
-        batch.last, batch.last_hash, batch.head, batch.finalized, raw_rows, changes, ledger
+        batch.last,
+        batch.last_hash,
+        batch.head,
+        batch.finalized,
+        len(raw_logs),
+        raw,
+        changes,
+        ledger,
     )
     return Prepared(batch, rows, time.perf_counter() - started)
 
@@ -109,9 +129,9 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     writer = BulkWriter(conn)
+    writer.insert_packed("raw_event", RAW_COLUMNS, RAW_KINDS, [item.raw for item in group])
     for item in group:
         changes = item.changes
-        writer.insert("raw_event", _RAW_COLUMNS, item.raw_rows)
         for table, rows in changes.facts.items():
             writer.insert(table, FACT_COLUMNS[table], rows)
         for table, closes in changes.closes.items():
@@ -120,7 +140,7 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
             writer.insert(table, VERSION_COLUMNS[table], inserts)
         writer.insert("block", _LEDGER_COLUMNS, item.ledger)
     end = group[-1]
-    events = sum(len(item.raw_rows) for item in group)
+    events = sum(item.events for item in group)
     params = {"c": chain_id, "b": end.last, "h": end.block_hash}
     updated = conn.execute(
         text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
@@ -140,15 +160,15 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
     )
 
 
-def _raw_rows(
-    chain_id: int, logs: list[dict[str, Any]]
-) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
-    """The raw-event rows of ``logs`` (in block order) and the hash of each block they
-    are in; one pass, each block number and transaction hash converted once.
+def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[int, str]]:
+    """The raw-event rows of ``logs`` (in block order), packed (:func:`pack_row`), and the
+    hash of each block they are in; one pass, each block number and transaction hash
+    converted once.
 
-    A log whose envelope is not what JSON-RPC promises (a hash or data that is not 0x-hex
-    of the right length) raises :class:`MalformedLogError` saying which field, before
-    anything is derived: the pipeline reads the range again.
+    A log whose envelope is not what JSON-RPC promises (a quantity, hash or data that is
+    not 0x-hex of the right length, a number too large for its column) raises
+    :class:`MalformedLogError` saying which field, before anything is derived: the
+    pipeline reads the range again.
 
     The C twin (:mod:`indexer.native`) does the batch when every log is well formed; it
     answers ``None`` otherwise, and this loop does it, error included.
@@ -157,9 +177,9 @@ def _raw_rows(
         done = native.raw_rows(chain_id, logs)
         if done is not None:
             return done
-    rows: list[tuple[Any, ...]] = []
+    packed: list[bytes] = []
     blocks: dict[int, str] = {}
-    append, fromhex = rows.append, bytes.fromhex
+    append, fromhex = packed.append, bytes.fromhex
     last_block: Any = None
     last_tx: Any = None
     number, tx_hash = 0, b""
@@ -168,7 +188,7 @@ def _raw_rows(
         for entry in logs:
             block_hex = entry["blockNumber"]
             if block_hex != last_block:
-                number, last_block = int(block_hex, 16), block_hex
+                number, last_block = QUANTITIES[block_hex], block_hex
                 blocks[number] = entry["blockHash"]
             if entry["transactionHash"] != last_tx:
                 last_tx = entry["transactionHash"]
@@ -178,9 +198,9 @@ def _raw_rows(
             row = (
                 chain_id,
                 number,
-                int(entry["logIndex"], 16),
+                QUANTITIES[entry["logIndex"]],
                 tx_hash,
-                int(entry["transactionIndex"], 16),
+                QUANTITIES[entry["transactionIndex"]],
                 fromhex(entry["address"][2:]),
                 topic_bytes,
                 fromhex(entry["data"][2:]),
@@ -193,10 +213,10 @@ def _raw_rows(
                 or len(row[7]) * 2 + 2 != len(entry["data"])
             ):
                 raise ValueError("not 0x-hex of the expected size")
-            append(row)
-    except (KeyError, TypeError, ValueError) as exc:
+            append(pack_row(row, RAW_KINDS))
+    except (KeyError, TypeError, ValueError, MalformedError) as exc:
         raise default_decoder().diagnose(chain_id, entry, exc, envelope=True) from None
-    return rows, blocks
+    return b"".join(packed), blocks
 
 
 def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:

@@ -328,6 +328,10 @@ _BAD_CHECKSUM = WETH[:2] + WETH[2:].swapcase()
         ),
         (_set("chains/0", SAMPLE["chains"]["10"]), ["chains.0: chain id '0' is not a positive"]),
         (
+            _set(f"chains/{2**63}", SAMPLE["chains"]["10"]),
+            [f"chains.{2**63}: chain id must be a positive integer below 2**63"],
+        ),
+        (
             _set("chains/1/rpc_urls", ["ftp://node"]),
             ["chains.1.rpc_urls: 'ftp://node' is not an RPC URL", "http://, https://, ws://"],
         ),

@@ -42,7 +42,7 @@ def test_deferral_is_counted_and_rebuilds_once(store_url: str) -> None:
 
 def _prepared(first: int, last: int, events: int, head: int) -> Prepared:
     batch = FetchedRange(first, last, None, None, [], head, 0, 0.0)
-    rows = RangeRows(last, "0x", head, 0, [()] * events, Changes(), [])
+    rows = RangeRows(last, "0x", head, 0, events, b"", Changes(), [])
     return Prepared(batch, rows, 0.0)
 
 

@@ -51,7 +51,7 @@ def pure(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Any]], Any]:
 
     def run(call: Callable[[], Any]) -> Any:
         with monkeypatch.context() as patch:
-            for name in ("checksum", "raw_rows", "decode"):
+            for name in ("checksum", "raw_rows", "decode", "unpack"):
                 patch.setattr(native, name, None)
             checksum.cache_clear()
             try:
@@ -314,6 +314,24 @@ def test_quantities_of_every_length_read_alike(
         assert decode_outcome([EVENT], batch) == pure(partial(decode_outcome, [EVENT], batch))
         rows = partial(outcome, partial(_raw_rows, CHAIN, batch))
         assert rows() == pure(rows)
+
+
+@built
+@pytest.mark.parametrize("bits", [31, 63])
+@pytest.mark.parametrize("key", ["blockNumber", "logIndex", "transactionIndex"])
+def test_quantities_at_the_store_columns_limits_pack_or_fail_alike(
+    pure: Callable[[Callable[[], Any]], Any], bits: int, key: str
+) -> None:
+    """int4 for log and transaction indexes, int8 for block numbers: one past the limit is
+    a malformed log on both paths, named, never a failed write."""
+    for value in (2**bits - 1, 2**bits):
+        batch = [good_log(0) | {key: hex(value)}]
+        rows = partial(outcome, partial(_raw_rows, CHAIN, batch))
+        assert rows() == pure(rows)
+        limit = 31 if key != "blockNumber" else 63
+        if value >> limit:
+            assert rows()[:2] == ("error", "MalformedLogError")
+            assert f"{key}: {hex(value)} is too large to store" in rows()[2]
 
 
 # ---------------------------------------------------------------- the fast path is taken

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from chains.artifacts import event_table
+from indexer.copyrows import unpack
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
 from indexer.state import ChainState
-from indexer.writer import prepare_range
+from indexer.writer import RAW_KINDS, prepare_range
 
 CHAIN = 1
 TRANSFER = next(e for e in event_table().values() if e.name == "Transfer")
@@ -45,7 +46,8 @@ def test_raw_events_are_the_logs_in_bytes_and_the_ledger_has_their_blocks() -> N
     unknown = _log(1, topics=["0x" + "99" * 32])  # not one of our events: stored all the same
     rows = prepare_range(CHAIN, ChainState(CHAIN, {}), _range([_log(0), unknown])).rows
     transfer_topics = b"".join(bytes.fromhex(t[2:]) for t in _log(0)["topics"])
-    assert rows.raw_rows == [
+    assert rows.events == 2
+    assert unpack(rows.raw, RAW_KINDS) == [
         (
             CHAIN,
             7,

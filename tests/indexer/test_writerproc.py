@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from indexer.copyrows import pack_row
 from indexer.exceptions import StoreError
 from indexer.state import Changes
 from indexer.store import open_store
-from indexer.writer import LedgerRow, RangeRows
+from indexer.writer import RAW_KINDS, LedgerRow, RangeRows
 from indexer.writerproc import WriterProcess, _dumps
 
 CHAIN = 31337
@@ -28,7 +29,8 @@ BLOCK = "0x" + "ab" * 32
 
 def _rows(last: int, raw: list[tuple[Any, ...]]) -> RangeRows:
     ledger: list[LedgerRow] = [(CHAIN, last, BLOCK, "0x" + "cd" * 32, 1_700_000_000)]
-    return RangeRows(last, BLOCK, last + 5, last - 1, raw, Changes(), ledger)
+    packed = b"".join(pack_row(row, RAW_KINDS) for row in raw)
+    return RangeRows(last, BLOCK, last + 5, last - 1, len(raw), packed, Changes(), ledger)
 
 
 def _raw(index: int) -> tuple[Any, ...]:
@@ -93,7 +95,7 @@ def test_commits_rows_cursor_and_counters_in_one_transaction(store_url: str) -> 
 def test_a_failed_commit_is_a_store_error_and_writes_nothing(store_url: str) -> None:
     _seed_chain(store_url)
     writer = WriterProcess(store_url, CHAIN)
-    broken = _rows(7, [_raw(0), (CHAIN, 7)])  # a row short of columns
+    broken = _rows(7, [_raw(0), _raw(0)])  # the same event twice: the key refuses it
     with pytest.raises(StoreError, match="writer process failed"):
         writer.write([broken])
     assert _wait_gone(writer.pid)
