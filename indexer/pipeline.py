@@ -340,9 +340,16 @@ class ChainIndexer(ReorgHandling):
 
     async def _commit_all(self, prepared: asyncio.Queue[Prepared | None]) -> None:
         """Stage 2: one transaction per range, or per group of the ranges that waited for
-        the writer; in order; after a failure, drain and stop."""
+        the writer; in order; after a failure, drain and stop.
+
+        With a writer process, the next group is handed over before the answer for the
+        previous one is read: the child finds it waiting when it commits, instead of
+        idling while this process collects and pickles it. A group is done (cursor,
+        counters, reports) only once its answer says committed; after a failed group the
+        child commits nothing more (:mod:`indexer.writerproc`)."""
         failure: BaseException | None = None
         done = False
+        in_flight: tuple[list[Prepared], float] | None = None  # sent, not yet answered
         while not done:
             item = await prepared.get()
             if item is None:
@@ -367,16 +374,38 @@ class ChainIndexer(ReorgHandling):
                         self.chain_id,
                         self._writer.pid,
                     )
-                await asyncio.to_thread(self._commit, group)
+                if self._writer is None:
+                    await asyncio.to_thread(self._commit, group)
+                    self._written(group, started)
+                    continue
+                await asyncio.to_thread(self._writer.send, [i.rows for i in group])
+                if in_flight is not None:
+                    await self._answered(*in_flight)
+                in_flight = (group, started)
             except BaseException as exc:
                 failure, self._abort = exc, True
-                continue
-            self.bulk.written(group)
-            write_s = (time.perf_counter() - started) / len(group)
-            for written in group:
-                self._report(written.batch, written.prepare_s + write_s)
+        try:
+            if in_flight is not None and failure is None:
+                await self._answered(*in_flight)
+        except BaseException as exc:
+            failure, self._abort = exc, True
         if failure is not None:
             raise failure
+
+    async def _answered(self, group: list[Prepared], started: float) -> None:
+        """Wait for the writer process's answer for ``group`` (sent before any later one)."""
+        assert self._writer is not None
+        await asyncio.to_thread(self._writer.wait)
+        self._written(group, started)
+
+    def _written(self, group: list[Prepared], started: float) -> None:
+        """``group`` is committed: move the cursor, count it, report each range."""
+        batch = group[-1].batch
+        self.cursor = (batch.last, batch.last_hash)
+        self.bulk.written(group)
+        write_s = (time.perf_counter() - started) / len(group)
+        for written in group:
+            self._report(written.batch, written.prepare_s + write_s)
 
     def _report(self, batch: FetchedRange, write_s: float) -> None:
         report = BatchReport(
@@ -451,15 +480,9 @@ class ChainIndexer(ReorgHandling):
         return self.bulk.active and self.options.writer_process and self._writer is None
 
     def _commit(self, group: list[Prepared]) -> None:
-        """Write prepared ranges and move the cursor, in one transaction."""
-        rows = [item.rows for item in group]
-        if self._writer is not None:
-            self._writer.write(rows)
-        else:
-            with self.store.transaction() as conn:
-                write_ranges(conn, self.chain_id, rows)
-        batch = group[-1].batch
-        self.cursor = (batch.last, batch.last_hash)
+        """Write prepared ranges and move the stored cursor, in one transaction."""
+        with self.store.transaction() as conn:
+            write_ranges(conn, self.chain_id, [item.rows for item in group])
 
 
 def _word_address(result: Any) -> str | None:

@@ -5,10 +5,12 @@ committing rows adds about half as much again on SQLite, whose work runs in the
 committing process, and the driver's binary COPY encoding on PostgreSQL. During a bulk
 backfill (:class:`indexer.writer.BulkLoad`) a :class:`WriterProcess` takes the commits:
 the indexer sends each group of prepared ranges (:class:`indexer.writer.RangeRows`,
-pickled) through a pipe and waits for the answer, as it waited for its own thread before,
-while it prepares the next ranges on its own core. Order, grouping and the
-one-transaction rule do not change: the child runs :func:`indexer.writer.write_ranges` in
-one transaction per group and answers only after the commit.
+pickled) through a pipe while it prepares the next ranges on its own core, and hands
+over the next group before it reads the answer for the previous one, so the child never
+waits for it. Order, grouping and the one-transaction rule do not change: the child
+runs :func:`indexer.writer.write_ranges` in one transaction per group, in the order
+sent, and answers each only after its commit; after a failed group it commits no later
+one.
 
 Invariants:
 
@@ -78,12 +80,23 @@ class WriterProcess:
     def write(self, group: list[RangeRows]) -> None:
         """Commit ``group`` in one transaction in the child; returns after the commit.
         Blocking: call it from a thread."""
+        self.send(group)
+        self.wait()
+
+    def send(self, group: list[RangeRows]) -> None:
+        """Hand ``group`` to the child, which commits it in one transaction after the
+        groups sent before it; :meth:`wait` reads the answers, in order. Blocking until the
+        child has taken the message (a large one waits for the group before it)."""
         self.wait_ready()
         try:
             self._pipe.send_bytes(_dumps(group))
         except OSError:
             self.close()
             raise StoreError(self._died()) from None
+
+    def wait(self) -> None:
+        """Return once the oldest group sent and not yet answered is committed; a
+        :class:`StoreError` if it failed (the child then commits no later group)."""
         self._answer(None)
 
     def _answer(self, expected: str | None) -> None:
@@ -127,9 +140,12 @@ def _dumps(group: list[RangeRows]) -> memoryview:
 
 
 def _serve(database_url: str, chain_id: int, pipe: Pipe, parent: int) -> None:
-    """The child: commit each group received until an empty message or EOF."""
+    """The child: commit each group received, in order, until an empty message or EOF;
+    after a failed group, take the groups already sent and commit none of them (the
+    indexer stops this process when it reads the failure)."""
     _die_with(parent)
     store = open_store(database_url, migrate=False)
+    failed = False
     try:
         pipe.send(_READY)
         while True:
@@ -139,13 +155,15 @@ def _serve(database_url: str, chain_id: int, pipe: Pipe, parent: int) -> None:
                 return
             if not message:
                 return
+            if failed:
+                continue
             group: list[RangeRows] = pickle.loads(message)
             reply: Any = None
             try:
                 with store.transaction() as conn:
                     write_ranges(conn, chain_id, group)
             except Exception as exc:  # the indexer decides; this process only reports
-                reply = describe(exc)
+                reply, failed = describe(exc), True
             pipe.send(reply)
     finally:
         store.dispose()

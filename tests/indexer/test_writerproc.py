@@ -108,6 +108,41 @@ def test_a_failed_commit_is_a_store_error_and_writes_nothing(store_url: str) -> 
         store.dispose()
 
 
+def _count(url: str) -> tuple[int, tuple[Any, ...] | None]:
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            events = conn.execute(text("SELECT COUNT(*) FROM raw_event")).scalar_one()
+            cursor = conn.execute(text("SELECT block_number, block_hash FROM cursor")).first()
+    finally:
+        store.dispose()
+    return int(events), None if cursor is None else tuple(cursor)
+
+
+def test_groups_sent_ahead_commit_in_order_and_are_answered_in_order(store_url: str) -> None:
+    _seed_chain(store_url)
+    writer = WriterProcess(store_url, CHAIN)
+    try:
+        writer.send([_rows(7, [_raw(0), _raw(1)])])
+        writer.send([_rows(8, [_raw(2)])])
+        writer.wait()
+        writer.wait()
+    finally:
+        writer.close()
+    assert _count(store_url) == (3, (8, BLOCK))
+
+
+def test_a_group_sent_behind_a_failed_one_is_never_committed(store_url: str) -> None:
+    _seed_chain(store_url)
+    writer = WriterProcess(store_url, CHAIN)
+    writer.send([_rows(7, [_raw(0), _raw(0)])])  # the same event twice: the key refuses it
+    writer.send([_rows(8, [_raw(1)])])  # already on its way when the first one fails
+    with pytest.raises(StoreError, match="writer process failed"):
+        writer.wait()
+    assert _wait_gone(writer.pid)
+    assert _count(store_url) == (0, None)
+
+
 def test_a_dead_child_is_a_store_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/rtrm.db"
     open_store(url).dispose()
