@@ -82,6 +82,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 _LOCK_NAMESPACE = 0x5254524D  # "RTRM": the advisory lock key is (namespace, chain id)
 _SQLITE_WRITE_LOCK = threading.Lock()
+_BUILD_MEMORY = "512MB"  # PostgreSQL's sort memory for building the deferred indexes
 
 
 class Store:
@@ -178,6 +179,8 @@ class Store:
     def _build_indexes(self) -> list[str]:
         built: list[str] = []
         with self.transaction() as conn:
+            if self.dialect == "postgresql":  # sort in memory, not in temporary files
+                conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
             for index in _deferrable_indexes():
                 if _has_index(conn, index):
                     continue
