@@ -5,7 +5,6 @@ whose bulk backfills commit through it)."""
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from indexer.exceptions import StoreError
 from indexer.state import Changes
 from indexer.store import open_store
 from indexer.writer import RAW_KINDS, LedgerRow, RangeRows
-from indexer.writerproc import WriterProcess, _dumps
+from indexer.writerproc import WriterProcess
 
 CHAIN = 31337
 BLOCK = "0x" + "ab" * 32
@@ -177,16 +176,3 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
             assert _wait_gone(child), "the writer process outlived its indexer"
         finally:
             parent.kill()
-
-
-def test_a_group_is_pickled_whole_without_the_memo() -> None:
-    """Fast pickling copies shared values instead of referencing them: what arrives equals
-    what was sent, facts, versions and closes included."""
-    shared = b"\x33" * 20  # one object in many rows, as a decoded address often is
-    changes = Changes()
-    changes.fact("oracle_price", (CHAIN, 7, 0, shared, 10**40))
-    changes.inserts["account_balance"] = [[CHAIN, 1, shared, 7, None, -(2**255)]] * 2
-    changes.closes["account_balance"] = [(1, 7)]
-    group = [_rows(7, [_raw(i) for i in range(3)]), _rows(8, [])]
-    group[0].changes = changes
-    assert pickle.loads(_dumps(group)) == group
