@@ -17,7 +17,9 @@ store where they are missing (an interrupted backfill) builds them after its fir
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,6 @@ from sqlalchemy import Connection, text
 
 from indexer import native
 from indexer.abiwords import QUANTITIES, MalformedError
-from indexer.copyrows import pack_row
 from indexer.decode import decode_logs, default_decoder
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
@@ -161,9 +162,9 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
 
 
 def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[int, str]]:
-    """The raw-event rows of ``logs`` (in block order), packed (:func:`pack_row`), and the
-    hash of each block they are in; one pass, each block number and transaction hash
-    converted once.
+    """The raw-event rows of ``logs`` (in block order), packed as binary COPY tuples of
+    RAW_KINDS (:mod:`indexer.copyrows`), and the hash of each block they are in; one
+    pass, each block number and transaction hash converted once.
 
     A log whose envelope is not what JSON-RPC promises (a quantity, hash or data that is
     not 0x-hex of the right length, a number too large for its column) raises
@@ -195,28 +196,34 @@ def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[in
                 tx_hash = fromhex(last_tx[2:])
             topics = entry["topics"]
             topic_bytes = fromhex("".join([t[2:] for t in topics]))
-            row = (
-                chain_id,
-                number,
-                QUANTITIES[entry["logIndex"]],
-                tx_hash,
-                QUANTITIES[entry["transactionIndex"]],
-                fromhex(entry["address"][2:]),
-                topic_bytes,
-                fromhex(entry["data"][2:]),
-            )
+            address, data = fromhex(entry["address"][2:]), fromhex(entry["data"][2:])
             # fromhex skips white space, and a missing 0x loses two digits: the sizes tell
             if (
                 len(tx_hash) != _HASH_BYTES
-                or len(row[5]) != _ADDRESS_BYTES
+                or len(address) != _ADDRESS_BYTES
                 or len(topic_bytes) != _HASH_BYTES * len(topics)
-                or len(row[7]) * 2 + 2 != len(entry["data"])
+                or len(data) * 2 + 2 != len(entry["data"])
             ):
                 raise ValueError("not 0x-hex of the expected size")
-            append(pack_row(row, RAW_KINDS))
-    except (KeyError, TypeError, ValueError, MalformedError) as exc:
+            log_index = QUANTITIES[entry["logIndex"]]
+            tx_index = QUANTITIES[entry["transactionIndex"]]
+            append(  # the row (RAW_COLUMNS): each value after its length
+                _raw_struct(len(topic_bytes), len(data)).pack(
+                    *(len(RAW_KINDS), 8, chain_id, 8, number, 4, log_index, 32, tx_hash),
+                    *(4, tx_index, 20, address, len(topic_bytes), topic_bytes, len(data), data),
+                )
+            )
+    except (KeyError, TypeError, ValueError, MalformedError, struct.error) as exc:
         raise default_decoder().diagnose(chain_id, entry, exc, envelope=True) from None
     return b"".join(packed), blocks
+
+
+@functools.lru_cache(maxsize=1024)
+def _raw_struct(topic_bytes: int, data_bytes: int) -> struct.Struct:
+    """A raw row as a binary COPY tuple of RAW_KINDS (what :func:`indexer.copyrows.pack_row`
+    makes of it) in one ``pack``, for topics and data of these sizes; a value that does not
+    fit its column raises ``struct.error``."""
+    return struct.Struct(f">h iq iq ii i32s ii i20s i{topic_bytes}s i{data_bytes}s")
 
 
 def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:

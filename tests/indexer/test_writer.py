@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from chains.artifacts import event_table
-from indexer.copyrows import unpack
+from indexer import native
+from indexer.copyrows import pack_row, unpack
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
 from indexer.state import ChainState
@@ -42,12 +43,17 @@ def _range(logs: list[dict[str, Any]], last: int = 8) -> FetchedRange:
     return FetchedRange(5, last, header, "0x" + "aa" * 32, logs, 20, 2, 0.1)
 
 
-def test_raw_events_are_the_logs_in_bytes_and_the_ledger_has_their_blocks() -> None:
+@pytest.mark.parametrize("loops", ["C where built", "Python"])
+def test_raw_events_are_the_logs_in_bytes_and_the_ledger_has_their_blocks(
+    loops: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if loops == "Python":
+        monkeypatch.setattr(native, "raw_rows", None)
     unknown = _log(1, topics=["0x" + "99" * 32])  # not one of our events: stored all the same
     rows = prepare_range(CHAIN, ChainState(CHAIN, {}), _range([_log(0), unknown])).rows
     transfer_topics = b"".join(bytes.fromhex(t[2:]) for t in _log(0)["topics"])
     assert rows.events == 2
-    assert unpack(rows.raw, RAW_KINDS) == [
+    expected = [
         (
             CHAIN,
             7,
@@ -60,6 +66,8 @@ def test_raw_events_are_the_logs_in_bytes_and_the_ledger_has_their_blocks() -> N
         ),
         (CHAIN, 7, 1, b"\xcd" * 32, 3, bytes.fromhex(TOKEN[2:]), b"\x99" * 32, bytes(31) + b"\5"),
     ]
+    assert rows.raw == b"".join(pack_row(row, RAW_KINDS) for row in expected)
+    assert unpack(rows.raw, RAW_KINDS) == expected
     assert rows.ledger == [
         (CHAIN, 7, "0x" + f"{7:064x}", None, None),
         (CHAIN, 8, "0x" + "ee" * 32, "0x" + f"{7:064x}", 16),
