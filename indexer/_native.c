@@ -326,7 +326,7 @@ static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
             !parse_quantity(tx_index, &tx_number) || tx_number > INT32_LIMIT)
             goto python;
         Py_ssize_t topic_count = PyList_GET_SIZE(topics);
-        if (topic_count > 4) goto python; /* 32 * topics must fit an int4 length anyway */
+        if (topic_count > 4) goto python; /* the EVM's most; Python takes any count */
         size_t data_bytes = (size_t)data_digits / 2;
         if (!reserve(&out, 2 + RAW_FIELDS * 4 + 8 + 8 + 4 + 32 + 4 + 20 + 32 * topic_count +
                                data_bytes))
