@@ -19,8 +19,10 @@ the logs, and ``unpack``) are checked against these functions by
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from indexer import native
@@ -65,8 +67,102 @@ def unpack(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
 
 
 def unpack_python(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
-    """:func:`unpack` in Python: the reference for the C one."""
+    """:func:`unpack` in Python: the reference for the C one. Reads each row in a few
+    ``struct`` calls (:func:`_plan`); anything unexpected goes to :func:`_unpack_checked`,
+    which reads field by field and says where the bytes went wrong."""
     _check(kinds)
+    try:
+        return _unpack_planned(data, kinds)
+    except (ValueError, struct.error):
+        return _unpack_checked(data, kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One ``unpack_from`` of a row: the field count (first step only), each integer field
+    as (length, value), and the length of the bytes field that follows, if one does."""
+
+    reader: struct.Struct
+    counted: bool
+    lengths: slice  # of what ``reader`` reads: the integers' lengths...
+    widths: tuple[int, ...]  # ...which must be these
+    values: slice  # the integers
+    then_bytes: bool
+
+
+@functools.cache
+def _plan(kinds: str) -> tuple[_Step, ...]:
+    """The steps that read a row of ``kinds``: one per bytes field, and one for the
+    integers after the last of them."""
+    steps: list[_Step] = []
+    fmt, widths, counted = ">h", [], True
+    for kind in [*kinds, ""]:
+        if kind in _WIDTHS:
+            fmt += "iq" if kind == "q" else "ii"
+            widths.append(_WIDTHS[kind])
+            continue
+        if kind or len(fmt) > 1:  # a bytes field, or integers after the last one
+            c, k = int(counted), len(widths)
+            reader = struct.Struct(fmt + ("i" if kind else ""))
+            values = slice(c + 1, c + 2 * k, 2)
+            lengths = slice(c, c + 2 * k, 2)
+            steps.append(_Step(reader, counted, lengths, tuple(widths), values, bool(kind)))
+        fmt, widths, counted = ">", [], False
+    return tuple(steps)
+
+
+def _unpack_planned(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
+    """The rows in ``data``; a ValueError or ``struct.error`` at the first thing that is
+    not as :func:`pack_row` makes it. Consecutive rows often have bytes of the same sizes:
+    each row is first read whole as if it had the previous row's (one ``struct`` call,
+    right when every length read says so), else step by step (:func:`_plan`)."""
+    steps, fields = _plan(kinds), len(kinds)
+    rows: list[tuple[Any, ...]] = []
+    at, end = 0, len(data)
+    whole: struct.Struct | None = None
+    lengths: tuple[int, ...] = ()
+    while at < end:
+        if whole is not None and at + whole.size <= end:
+            got = whole.unpack_from(data, at)
+            if got[0] == fields and got[1::2] == lengths:  # each field where it was guessed
+                rows.append(got[2::2])
+                at += whole.size
+                continue
+        row: tuple[Any, ...] = ()
+        sizes: list[int] = []
+        for step in steps:
+            got = step.reader.unpack_from(data, at)
+            at += step.reader.size
+            if (step.counted and got[0] != fields) or got[step.lengths] != step.widths:
+                raise ValueError("not a row of this layout")
+            row += got[step.values]
+            if step.then_bytes:
+                size = got[-1]
+                if size < 0 or at + size > end:
+                    raise ValueError("a bytes field runs past the end")
+                row += (data[at : at + size],)
+                sizes.append(size)
+                at += size
+        rows.append(row)
+        whole, lengths = _whole_row(kinds, tuple(sizes))
+    return rows
+
+
+@functools.lru_cache(maxsize=1024)
+def _whole_row(kinds: str, sizes: tuple[int, ...]) -> tuple[struct.Struct, tuple[int, ...]]:
+    """A row of ``kinds`` whose bytes fields have ``sizes``, in one ``struct``, and the
+    lengths it must read (every second value from the first after the count)."""
+    fmt, lengths, bytes_sizes = [">h"], [], iter(sizes)
+    for kind in kinds:
+        size = _WIDTHS[kind] if kind in _WIDTHS else next(bytes_sizes)
+        fmt.append("iq" if kind == "q" else "ii" if kind == "i" else f"i{size}s")
+        lengths.append(size)
+    return struct.Struct("".join(fmt)), tuple(lengths)
+
+
+def _unpack_checked(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
+    """The rows in ``data`` read field by field: a :class:`ValueError` that says where the
+    bytes are not such rows."""
     rows: list[tuple[Any, ...]] = []
     at, end = 0, len(data)
     try:
