@@ -25,12 +25,11 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from indexer import native
 
-__all__ = ["SIGNATURE", "TRAILER", "pack_row", "unpack", "unpack_python"]
+__all__ = ["SIGNATURE", "TRAILER", "pack_row", "row_struct", "unpack", "unpack_python"]
 
 # The stream's header (signature, flags, header extension length) and its end marker.
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
@@ -70,58 +69,12 @@ def unpack(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
 
 
 def unpack_python(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
-    """:func:`unpack` in Python: the reference for the C one. Reads a row in one
-    ``struct`` call when its bytes have the previous row's sizes, else in one per bytes
-    field (:func:`_unpack_planned`: 0.9 to 2.4 µs per raw row); anything unexpected goes to
-    :func:`_unpack_checked`, which reads field by field (3.0 µs) and says where the bytes
-    went wrong."""
+    """:func:`unpack` in Python: the reference for the C one. Consecutive rows often have
+    bytes of the same sizes: each row is first read whole as if it had the previous row's
+    (one :func:`row_struct` call, right when every length it reads says so: 0.9 µs per
+    raw row), else field by field (:func:`_read_row`, 3.0 µs), which says where the bytes
+    are not such rows."""
     _check(kinds)
-    try:
-        return _unpack_planned(data, kinds)
-    except (ValueError, struct.error):
-        return _unpack_checked(data, kinds)
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One ``unpack_from`` of a row: the field count (first step only), each integer field
-    as (length, value), and the length of the bytes field that follows, if one does."""
-
-    reader: struct.Struct
-    counted: bool
-    lengths: slice  # of what ``reader`` reads: the integers' lengths...
-    widths: tuple[int, ...]  # ...which must be these
-    values: slice  # the integers
-    then_bytes: bool
-
-
-@functools.cache
-def _plan(kinds: str) -> tuple[_Step, ...]:
-    """The steps that read a row of ``kinds``: one per bytes field, and one for the
-    integers after the last of them."""
-    steps: list[_Step] = []
-    fmt, widths, counted = ">h", [], True
-    for kind in [*kinds, ""]:
-        if kind in _WIDTHS:
-            fmt += "iq" if kind == "q" else "ii"
-            widths.append(_WIDTHS[kind])
-            continue
-        if kind or len(fmt) > 1:  # a bytes field, or integers after the last one
-            c, k = int(counted), len(widths)
-            reader = struct.Struct(fmt + ("i" if kind else ""))
-            values = slice(c + 1, c + 2 * k, 2)
-            lengths = slice(c, c + 2 * k, 2)
-            steps.append(_Step(reader, counted, lengths, tuple(widths), values, bool(kind)))
-        fmt, widths, counted = ">", [], False
-    return tuple(steps)
-
-
-def _unpack_planned(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
-    """The rows in ``data``; a ValueError or ``struct.error`` at the first thing that is
-    not as :func:`pack_row` makes it. Consecutive rows often have bytes of the same sizes:
-    each row is first read whole as if it had the previous row's (one ``struct`` call,
-    right when every length read says so), else step by step (:func:`_plan`)."""
-    steps, fields = _plan(kinds), len(kinds)
     rows: list[tuple[Any, ...]] = []
     at, end = 0, len(data)
     whole: struct.Struct | None = None
@@ -129,65 +82,71 @@ def _unpack_planned(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
     while at < end:
         if whole is not None and at + whole.size <= end:
             got = whole.unpack_from(data, at)
-            if got[0] == fields and got[1::2] == lengths:  # each field where it was guessed
+            if got[0] == len(kinds) and got[1::2] == lengths:  # each field where guessed
                 rows.append(got[2::2])
                 at += whole.size
                 continue
-        row: tuple[Any, ...] = ()
-        sizes: list[int] = []
-        for step in steps:
-            got = step.reader.unpack_from(data, at)
-            at += step.reader.size
-            if (step.counted and got[0] != fields) or got[step.lengths] != step.widths:
-                raise ValueError("not a row of this layout")
-            row += got[step.values]
-            if step.then_bytes:
-                size = got[-1]
-                if size < 0 or at + size > end:
-                    raise ValueError("a bytes field runs past the end")
-                row += (data[at : at + size],)
-                sizes.append(size)
-                at += size
+        row, at, sizes = _read_row(data, at, kinds)
         rows.append(row)
-        whole, lengths = _whole_row(kinds, tuple(sizes))
+        whole, lengths = row_struct(kinds, sizes), _lengths(kinds, sizes)
     return rows
 
 
 @functools.lru_cache(maxsize=1024)
-def _whole_row(kinds: str, sizes: tuple[int, ...]) -> tuple[struct.Struct, tuple[int, ...]]:
-    """A row of ``kinds`` whose bytes fields have ``sizes``, in one ``struct``, and the
-    lengths it must read (every second value from the first after the count)."""
-    fmt, lengths, bytes_sizes = [">h"], [], iter(sizes)
+def row_struct(kinds: str, sizes: tuple[int, ...]) -> struct.Struct:
+    """One row of ``kinds`` whose bytes fields have ``sizes``, as one ``struct``: the field
+    count, then each field's length and value (integers out of range raise
+    ``struct.error`` when packing)."""
+    fmt, bytes_sizes = [">h"], iter(sizes)
     for kind in kinds:
-        size = _WIDTHS[kind] if kind in _WIDTHS else next(bytes_sizes)
-        fmt.append("iq" if kind == "q" else "ii" if kind == "i" else f"i{size}s")
-        lengths.append(size)
-    return struct.Struct("".join(fmt)), tuple(lengths)
+        fmt.append("iq" if kind == "q" else "ii" if kind == "i" else f"i{next(bytes_sizes)}s")
+    return struct.Struct("".join(fmt))
+
+
+@functools.lru_cache(maxsize=1024)
+def _lengths(kinds: str, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The length of each field of such a row (every second value after the count)."""
+    bytes_sizes = iter(sizes)
+    return tuple(_WIDTHS[kind] if kind in _WIDTHS else next(bytes_sizes) for kind in kinds)
+
+
+def _read_row(data: bytes, at: int, kinds: str) -> tuple[tuple[Any, ...], int, tuple[int, ...]]:
+    """The row at byte ``at`` read field by field, where the next one starts and the sizes
+    of its bytes fields; a :class:`ValueError` that says where the bytes are not a row."""
+    end = len(data)
+    try:
+        (fields,) = _FIELDS.unpack_from(data, at)
+        if fields != len(kinds):
+            raise ValueError(f"a row of {fields} fields at byte {at}, expected {len(kinds)}")
+        at += 2
+        row: list[Any] = []
+        sizes: list[int] = []
+        for kind in kinds:
+            (size,) = _LENGTH.unpack_from(data, at)
+            at += 4
+            if size != _WIDTHS.get(kind, size) or size < 0 or at + size > end:
+                raise ValueError(f"a field of {size} bytes at byte {at - 4} ({kind!r})")
+            value = data[at : at + size]
+            if kind == "b":
+                row.append(value)
+                sizes.append(size)
+            else:
+                row.append(int.from_bytes(value, "big", signed=True))
+            at += size
+    except struct.error:
+        raise ValueError(f"truncated at byte {at} of {end}") from None
+    return tuple(row), at, tuple(sizes)
 
 
 def _unpack_checked(data: bytes, kinds: str) -> list[tuple[Any, ...]]:
-    """The rows in ``data`` read field by field: a :class:`ValueError` that says where the
-    bytes are not such rows."""
+    """The rows in ``data``, each read field by field (:func:`unpack_python` without its
+    whole-row reads: what the tests compare it with)."""
+    _check(kinds)
     rows: list[tuple[Any, ...]] = []
-    at, end = 0, len(data)
-    try:
-        while at < end:
-            (fields,) = _FIELDS.unpack_from(data, at)
-            if fields != len(kinds):
-                raise ValueError(f"a row of {fields} fields at byte {at}, expected {len(kinds)}")
-            at += 2
-            row: list[Any] = []
-            for kind in kinds:
-                (size,) = _LENGTH.unpack_from(data, at)
-                at += 4
-                if size != _WIDTHS.get(kind, size) or size < 0 or at + size > end:
-                    raise ValueError(f"a field of {size} bytes at byte {at - 4} ({kind!r})")
-                value = data[at : at + size]
-                row.append(value if kind == "b" else int.from_bytes(value, "big", signed=True))
-                at += size
-            rows.append(tuple(row))
-    except struct.error:
-        raise ValueError(f"truncated at byte {at} of {end}") from None
+    at = 0
+    while at < len(data):
+        row, at, _ = _read_row(data, at, kinds)
+        rows.append(row)
     return rows
 
 

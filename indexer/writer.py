@@ -17,7 +17,6 @@ store where they are missing (an interrupted backfill) builds them after its fir
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import struct
 import time
@@ -28,6 +27,7 @@ from sqlalchemy import Connection, text
 
 from indexer import native
 from indexer.abiwords import QUANTITIES, MalformedError
+from indexer.copyrows import row_struct
 from indexer.decode import decode_logs, default_decoder
 from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
@@ -207,8 +207,9 @@ def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[in
                 raise ValueError("not 0x-hex of the expected size")
             log_index = QUANTITIES[entry["logIndex"]]
             tx_index = QUANTITIES[entry["transactionIndex"]]
+            sizes = (_HASH_BYTES, _ADDRESS_BYTES, len(topic_bytes), len(data))
             append(  # the row (RAW_COLUMNS): each value after its length
-                _raw_struct(len(topic_bytes), len(data)).pack(
+                row_struct(RAW_KINDS, sizes).pack(
                     *(len(RAW_KINDS), 8, chain_id, 8, number, 4, log_index, 32, tx_hash),
                     *(4, tx_index, 20, address, len(topic_bytes), topic_bytes, len(data), data),
                 )
@@ -216,14 +217,6 @@ def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[in
     except (KeyError, TypeError, ValueError, MalformedError, struct.error) as exc:
         raise default_decoder().diagnose(chain_id, entry, exc, envelope=True) from None
     return b"".join(packed), blocks
-
-
-@functools.lru_cache(maxsize=1024)
-def _raw_struct(topic_bytes: int, data_bytes: int) -> struct.Struct:
-    """A raw row as a binary COPY tuple of RAW_KINDS (what :func:`indexer.copyrows.pack_row`
-    makes of it) in one ``pack``, for topics and data of these sizes; a value that does not
-    fit its column raises ``struct.error``."""
-    return struct.Struct(f">h iq iq ii i32s ii i20s i{topic_bytes}s i{data_bytes}s")
 
 
 def decode_batch(chain_id: int, raw_logs: list[dict[str, Any]]) -> list[Any]:

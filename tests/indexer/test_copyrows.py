@@ -78,7 +78,7 @@ def test_c_unpacks_broken_bytes_as_python_does(
 
 @EXAMPLES
 @given(st.lists(layouts(), min_size=1, max_size=3), st.data())
-def test_the_planned_reader_reads_as_the_field_by_field_one(
+def test_whole_row_reads_give_what_field_by_field_reads_give(
     cases: list[tuple[str, list[tuple[Any, ...]]]], data: st.DataObject
 ) -> None:
     """Rows whose sizes change or repeat (the whole-row guess right and wrong), cut short,
