@@ -3,7 +3,7 @@
 ``open_store(url)`` makes an engine tuned for the dialect (SQLite: WAL, a busy timeout,
 ``synchronous=NORMAL``, foreign keys off, real transactions around DDL and reads too;
 PostgreSQL: a small pool) and :func:`upgrade` brings the schema to Alembic's head in one
-transaction — the only way the schema changes.
+transaction (:mod:`indexer.schema`) — the only way the schema changes.
 
 Writes of one indexed range happen in one transaction (:meth:`Store.transaction`), through
 :class:`BulkWriter`, which bypasses the ORM for speed: ``executemany`` on SQLite and
@@ -32,11 +32,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -68,6 +63,7 @@ from indexer.models import (
 )
 
 __all__ = [
+    "HEAD_REVISION",
     "BulkWriter",
     "Store",
     "WriterLock",
@@ -75,7 +71,6 @@ __all__ = [
     "open_store",
     "reset_chain",
     "rollback",
-    "schema_differences",
     "upgrade",
 ]
 
@@ -83,6 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _LOCK_NAMESPACE = 0x5254524D  # "RTRM": the advisory lock key is (namespace, chain id)
 _SQLITE_WRITE_LOCK = threading.Lock()
 _BUILD_MEMORY = "512MB"  # PostgreSQL's sort memory for building the deferred indexes
+HEAD_REVISION = "0004"  # the newest migration's (tests check it is Alembic's head)
 
 
 class Store:
@@ -289,25 +285,18 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _alembic_config() -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    return config
-
-
 def upgrade(store: Store) -> None:
-    """Run every pending Alembic migration on ``store`` (idempotent)."""
-    config = _alembic_config()
-    head = ScriptDirectory.from_config(config).get_current_head()
+    """Run every pending Alembic migration on ``store`` (idempotent).
+
+    A store already at :data:`HEAD_REVISION` is recognised by one query, without loading
+    Alembic (:mod:`indexer.schema`): that import is about half a second of every command's
+    start, and of every writer process's."""
     try:
-        with store.engine.connect() as conn:  # the usual case, without the write lock
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return
-        with store.transaction() as conn:  # all of it or nothing, on SQLite too
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return  # another process migrated meanwhile
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        if _stored_revision(store) == HEAD_REVISION:
+            return
+        from indexer import schema  # noqa: PLC0415 - Alembic loads only when it has work
+
+        schema.upgrade(store)
     except OperationalError as exc:
         raise StoreError(
             f"cannot migrate the store at {store.url}: {exc.orig}; check database_url in "
@@ -315,11 +304,13 @@ def upgrade(store: Store) -> None:
         ) from None
 
 
-def schema_differences(store: Store) -> list[Any]:
-    """What differs between the models and the migrated database (empty when they agree)."""
+def _stored_revision(store: Store) -> str | None:
+    """The revision in ``alembic_version`` (None: no such table, a new store)."""
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(context, metadata))
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return None if revision is None else str(revision)
 
 
 # ---------------------------------------------------------------- bulk writes

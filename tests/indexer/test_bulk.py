@@ -19,8 +19,9 @@ from rtrm_testing import index_once, store_fingerprint
 from indexer.fetch import FetchedRange
 from indexer.models import DEFERRABLE_INDEXES, metadata
 from indexer.pipeline import IndexerOptions
+from indexer.schema import schema_differences
 from indexer.state import Changes
-from indexer.store import open_store, schema_differences
+from indexer.store import open_store
 from indexer.writer import BulkLoad, Prepared, RangeRows
 
 

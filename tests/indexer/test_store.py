@@ -14,8 +14,9 @@ from sqlalchemy import inspect, text
 import insurance.models  # noqa: F401 - its tables share the metadata the migrations build
 from indexer.exceptions import StoreError, WriterLockedError
 from indexer.models import metadata
+from indexer.schema import head_revision, schema_differences
 from indexer.state import VERSION_COLUMNS
-from indexer.store import BulkWriter, open_store, rollback, schema_differences, upgrade
+from indexer.store import HEAD_REVISION, BulkWriter, open_store, rollback, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTREMES = [0, 1, -1, 2**255 - 1, -(2**255), 2**256 - 1, 10**30]
@@ -40,6 +41,29 @@ def _alembic(store_url: str, *args: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_head_revision_is_the_newest_migration() -> None:
+    """The one-query check that a store is at head needs the head's revision by heart."""
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_store_behind_head_is_migrated_and_one_at_head_skips_alembic(store_url: str) -> None:
+    _alembic(store_url, "upgrade", "0003")
+    store = open_store(store_url)  # one revision behind: Alembic migrates it
+    try:
+        assert schema_differences(store) == []
+    finally:
+        store.dispose()
+    script = (
+        "import sys; from indexer.store import open_store; "
+        f"open_store({store_url!r}).dispose(); print(sorted(m for m in sys.modules if "
+        "m.split('.')[0] == 'alembic'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_alembic_cli_upgrades_to_head(store_url: str) -> None:
