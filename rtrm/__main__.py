@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from rtrm.cli import main
+from rtrm.cli import run
 
-raise SystemExit(main())
+run()

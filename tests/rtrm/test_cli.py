@@ -66,6 +66,28 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     assert (done.returncode, done.stdout) == (0, f"rtrm {rtrm.__version__}\n")
 
 
+def test_the_process_flushes_its_output_and_keeps_the_exit_code(config_file: Path) -> None:
+    """``rtrm`` ends with ``os._exit`` (no interpreter teardown): what main printed, to a
+    pipe (block-buffered), still arrives, and the exit code is main's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rtrm", "--config", str(config_file), "config", "show", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["chains"][0]["chain_id"] == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "rtrm", "--config", str(config_file), "index", "--chain", "999"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ")
+    assert "999" in done.stderr
+
+
 def test_config_show_json(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(config_file), "config", "show", "--json"]) == 0
     out = capsys.readouterr().out
