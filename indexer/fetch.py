@@ -3,11 +3,10 @@
 A :class:`RangeFetcher` turns "everything after the tip, up to the head" into a stream of
 :class:`FetchedRange` values. Ranges are cut by the adaptive controller
 (:mod:`indexer.ranges`) and up to ``concurrency`` of them are in flight at once (a node
-answers two ``eth_getLogs`` faster than one after the other) once the span is settled,
-and one at a time before (:attr:`~indexer.ranges.RangeController.sized`): at the start,
-and whenever empty answers are growing the span again, below its ceiling. A span grown
-over empty blocks would otherwise meet the first dense ones several times over, in ranges
-all in flight at once. They are delivered strictly in block order.
+answers two ``eth_getLogs`` faster than one after the other), once an answer with logs
+has sized the span (until then a span grown over empty blocks would meet the first dense
+ones several times over, in ranges all in flight at once); they are delivered strictly in
+block order.
 
 Each range ``[first, last]`` is read as:
 
@@ -110,6 +109,7 @@ class RangeFetcher:
         self.ranges = ranges
         self.concurrency = max(1, concurrency)
         self.metrics = metrics
+        self._calibrated = False  # an answer with logs has sized the span
 
     async def stream(
         self, tip: tuple[int, str], head: int, finalized: int, stop: asyncio.Event
@@ -123,7 +123,7 @@ class RangeFetcher:
         linked = tip[1]
         try:
             while inflight or following <= head:
-                limit = self.concurrency if self.ranges.sized else 1
+                limit = self.concurrency if self._calibrated else 1
                 while len(inflight) < limit and following <= head:
                     first, last = self.ranges.next_range(following, head)
                     fetch = self.fetch(first, last, head, finalized)
@@ -133,6 +133,7 @@ class RangeFetcher:
                 if stop.is_set():
                     return
                 batch = inflight.popleft().result()
+                self._calibrated = self._calibrated or bool(batch.logs)
                 if linked and batch.parent_hash != linked:
                     raise Reorged
                 linked = batch.last_hash

@@ -231,20 +231,11 @@ class RangeController:
         self.config = config or RangeConfig()
         self._span = self.config.initial_span
         self._ceiling = self.config.max_span
-        self._sized = False  # see ``sized``
 
     @property
     def span(self) -> int:
         """Blocks per call right now (1 <= span <= ceiling)."""
         return self._span
-
-    @property
-    def sized(self) -> bool:
-        """Whether the span is settled: sized by an answer with logs, or as wide as it
-        gets (the ceiling). Not at the start, nor while empty answers are growing it: such
-        a span may be far too wide for the dense blocks after the quiet ones, and several
-        in flight at once would meet them several times over."""
-        return self._sized
 
     @property
     def ceiling(self) -> int:
@@ -271,7 +262,6 @@ class RangeController:
         the end of a span, and the blocks after it are as busy)."""
         cfg, span = self.config, max(1, span)
         basis = min(span, max(1, spread)) if spread else span  # the blocks the logs came from
-        self._sized = self._sized or n_logs > 0 or self._span >= self._ceiling
         if n_logs > cfg.target_logs:
             self._set(min(self._span, basis * cfg.target_logs // n_logs), "large answer")
         elif span >= self._span and elapsed_s < cfg.slow_s and 2 * n_logs <= cfg.target_logs:
@@ -282,7 +272,6 @@ class RangeController:
                 grown = min(grown, basis * cfg.target_logs // n_logs)
             if grown > self._span:
                 self._span = min(grown, self._ceiling)
-                self._sized = n_logs > 0 or self._span >= self._ceiling
         return self._span
 
     def on_error(self, error: object, from_block: int, to_block: int) -> RangeDecision:

@@ -82,9 +82,8 @@ class _QuietThenBusy:
     """A chain whose contracts log nothing before block ``busy`` and 3 logs per block from
     it on; answers at once and notes how many ``eth_getLogs`` are in flight."""
 
-    def __init__(self, busy: int, early: range = range(0)) -> None:
+    def __init__(self, busy: int) -> None:
         self.busy = busy
-        self.early = early  # blocks before ``busy`` that log too
         self.inflight = 0
         self.calls: list[tuple[int, int, int]] = []  # (from, to, in flight with it)
 
@@ -99,8 +98,7 @@ class _QuietThenBusy:
         self.inflight -= 1
         return [
             {"blockNumber": hex(n), "blockHash": _block_hash(n), "logIndex": hex(i)}
-            for n in range(lo, hi + 1)
-            if n >= self.busy or n in self.early
+            for n in range(max(lo, self.busy), hi + 1)
             for i in range(3)
         ]
 
@@ -124,26 +122,6 @@ def test_a_span_grown_over_empty_blocks_meets_the_first_busy_ones_alone() -> Non
     assert max(inflight for _, _, inflight in client.calls) == 2  # then two at a time
     lo, hi, _ = client.calls[first_busy + 1]
     assert hi - lo + 1 <= 10  # sized by the busy blocks alone: 30 logs at 3 per block
-
-
-def test_empty_answers_that_grow_the_span_again_put_it_back_to_one_call_at_a_time() -> None:
-    """A few early logs size the span, a long quiet stretch grows it again: the first busy
-    blocks are still met by one call alone, never by two wide ones in flight at once."""
-    client = _QuietThenBusy(busy=600, early=range(5, 7))
-    ranges = RangeController(1, RangeConfig(initial_span=16, target_logs=30))
-    fetcher = RangeFetcher(1, client, ["0x" + "11" * 20], ranges, concurrency=2)
-
-    async def read_all() -> list[FetchedRange]:
-        stream = fetcher.stream((-1, ""), 1200, 0, asyncio.Event())
-        return [batch async for batch in stream]
-
-    batches = asyncio.run(read_all())
-    assert sum(len(b.logs) for b in batches) == 3 * (2 + 601)
-    first_busy = next(i for i, (_, hi, _) in enumerate(client.calls) if hi >= client.busy)
-    assert client.calls[first_busy][2] == 1
-    lo, hi, _ = client.calls[first_busy + 1]  # asked once the wide call had answered
-    assert hi - lo + 1 <= 10  # sized by the busy blocks: 30 logs at 3 per block
-    assert max(inflight for _, _, inflight in client.calls[first_busy:]) == 2  # then two
 
 
 OURS, OTHER = "0x" + "ab" * 20, "0x" + "cd" * 20

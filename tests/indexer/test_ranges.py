@@ -375,29 +375,3 @@ def test_a_stated_limit_clamps_the_span_even_when_one_block_failed() -> None:
     with pytest.raises(RangeNotSplittableError):
         ranges.on_error(rpc_error("requests with up to a 10 block range"), 5, 5)
     assert (ranges.span, ranges.ceiling) == (10, 10)
-
-
-def test_the_span_is_sized_by_answers_with_logs_until_empty_ones_grow_it() -> None:
-    ranges = RangeController(1, RangeConfig(initial_span=16, max_span=1000, target_logs=100))
-    assert not ranges.sized  # nothing seen yet
-    ranges.on_success(16, 3, 0.1)
-    assert ranges.sized
-    assert ranges.span == 32
-    ranges.on_success(32, 0, 0.1)  # empty: grown to 64, blind
-    assert (ranges.span, ranges.sized) == (64, False)
-    ranges.on_success(64, 80, 0.1)  # logs size it again
-    assert ranges.sized
-    assert ranges.span == 64
-
-
-def test_a_span_grown_to_its_ceiling_over_empty_blocks_is_settled() -> None:
-    """Going one call at a time teaches nothing more once the span cannot grow: a long
-    quiet history is read at the ceiling with every call in flight that is allowed."""
-    ranges = RangeController(1, RangeConfig(initial_span=16, max_span=100, target_logs=100))
-    ranges.on_success(16, 3, 0.1)
-    ranges.on_success(32, 0, 0.1)
-    assert (ranges.span, ranges.sized) == (64, False)
-    ranges.on_success(64, 0, 0.1)  # grown to the ceiling
-    assert (ranges.span, ranges.sized) == (100, True)
-    ranges.on_success(100, 0, 0.1)
-    assert ranges.sized
