@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,20 +70,18 @@ def test_python_dash_m_runs_the_same_cli() -> None:
 def test_the_process_flushes_its_output_and_keeps_the_exit_code(config_file: Path) -> None:
     """``rtrm`` ends with ``os._exit`` (no interpreter teardown): what main printed, to a
     pipe (block-buffered), still arrives, and the exit code is main's."""
-    done = subprocess.run(
-        [sys.executable, "-m", "rtrm", "--config", str(config_file), "config", "show", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout
+
+    def rtrm_process(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "rtrm", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    done = rtrm_process("--version")
+    assert (done.returncode, done.stdout) == (0, f"rtrm {rtrm.__version__}\n")
+    done = rtrm_process("--config", str(config_file), "config", "show", "--json")
     assert done.returncode == 0
     assert json.loads(done.stdout)["chains"][0]["chain_id"] == 1
-    done = subprocess.run(
-        [sys.executable, "-m", "rtrm", "--config", str(config_file), "index", "--chain", "999"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = rtrm_process("--config", str(config_file), "index", "--chain", "999")
     assert done.returncode == 2
     assert done.stderr.startswith("error: ")
     assert "999" in done.stderr
