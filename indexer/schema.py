@@ -1,7 +1,8 @@
 """The store's schema through Alembic: migrate to head, compare with the models.
 
 Loaded only when there is work for Alembic (:func:`indexer.store.upgrade` recognises a
-store at head with one query) and by the tests that compare models and migrations.
+store at head by its ``alembic_version`` alone) and by the tests that compare models and
+migrations.
 """
 
 from __future__ import annotations
@@ -27,17 +28,16 @@ def alembic_config() -> Config:
     return config
 
 
-def head_revision() -> str | None:
+def head_revision(config: Config | None = None) -> str | None:
     """The newest migration's revision, as Alembic reads ``migrations/``."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(config or alembic_config()).get_current_head()
 
 
 def upgrade(store: Store) -> None:
     """Run the pending migrations on ``store`` in one transaction (on SQLite too)."""
     config = alembic_config()
-    head = ScriptDirectory.from_config(config).get_current_head()
     with store.transaction() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
+        if MigrationContext.configure(conn).get_current_revision() == head_revision(config):
             return  # another process migrated meanwhile
         config.attributes["connection"] = conn
         command.upgrade(config, "head")

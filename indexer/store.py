@@ -288,9 +288,10 @@ def _sqlite_begin(conn: Connection) -> None:
 def upgrade(store: Store) -> None:
     """Run every pending Alembic migration on ``store`` (idempotent).
 
-    A store already at :data:`HEAD_REVISION` is recognised by one query, without loading
-    Alembic (:mod:`indexer.schema`): importing it and reading every migration script cost
-    each command's start, and each writer process's, 0.1-0.2 s."""
+    A store already at :data:`HEAD_REVISION` is recognised by reading ``alembic_version``
+    (a table check and one ``SELECT``), without loading Alembic (:mod:`indexer.schema`):
+    importing it and reading every migration script cost each command's start, and each
+    writer process's, 0.1-0.2 s."""
     try:
         if _stored_revision(store) == HEAD_REVISION:
             return
