@@ -437,8 +437,11 @@ def stop_pid(pid: int, *, expect_port: int | None = None, timeout_s: float = 5) 
     process has exited.
     """
     cmdline = _cmdline(pid)
-    if cmdline is None or not _is_anvil(cmdline):
-        logger.info("pid %d is not a running anvil process; nothing to stop", pid)
+    if cmdline is None:  # already gone: the usual case after the node's owner stopped it
+        logger.debug("pid %d is not running; nothing to stop", pid)
+        return False
+    if not _is_anvil(cmdline):
+        logger.info("pid %d is not an anvil process (its pid was reused); not stopping it", pid)
         return False
     if expect_port is not None and _port_arg(cmdline) != expect_port:
         logger.warning("pid %d is anvil but not on port %d; not stopping it", pid, expect_port)

@@ -136,12 +136,8 @@ async def _script(
         f"  metrics  {url}/metrics\n  Ctrl-C stops everything.\n",
         highlight=False,
     )
-    entry = None
-    while entry is None and not stop.is_set():
-        try:
-            entry = await service.context.snapshots.entry()
-        except Exception:  # nothing indexed yet: the indexers are backfilling
-            await asyncio.sleep(0.5)
+    seeded = {c["chain_id"]: c["blocks"] for c in state.summary["chains"]}
+    entry = await _backfilled(service, seeded, stop)
     if entry is None:
         return
     await service.capital_sizing()
@@ -173,6 +169,22 @@ async def _script(
         f"crash done ({done}); the insurance trigger pays the deficits within ~10 s",
         highlight=False,
     )
+
+
+async def _backfilled(service: Service, seeded: dict[int, int], stop: asyncio.Event) -> Any:
+    """The first snapshot whose watermark covers every chain's seeded blocks (so the
+    summary counts every seeded user), or None when stopped first."""
+    while not stop.is_set():
+        try:
+            entry = await service.context.snapshots.entry()
+        except Exception:  # nothing indexed yet: the indexers are backfilling
+            entry = None
+        if entry is not None:
+            watermark = entry.snapshot.watermark
+            if all(watermark.get(chain, -1) >= block for chain, block in seeded.items()):
+                return entry
+        await asyncio.sleep(0.5)
+    return None
 
 
 def _counted(counts: Any) -> str:
