@@ -68,6 +68,9 @@ T = TypeVar("T")
 _Call = tuple[str, Sequence[Any]]
 # After these failures the node may be restarting (as another chain): check it again.
 _CONNECTION_KINDS = frozenset({"timeout", "connection", "truncated"})
+# The endpoint serves another chain: benched at once, the call fails over to the others.
+_WRONG_CHAIN_KINDS = frozenset({"genesis_mismatch", "chain_id_mismatch"})
+_BLOCK0 = ("0x0", "0x00", "earliest")
 
 
 async def _on_connection_created(
@@ -183,8 +186,13 @@ class AsyncRpcClient:
         """Send one request and return its ``result``; raise a classified ``RPCError``."""
         payload = dumps(request(self._take_ids(1), method, params))
 
+        block0 = method == "eth_getBlockByNumber" and bool(params) and params[0] in _BLOCK0
+
         def decode(raw: bytes, ep: Endpoint) -> Any:
-            return result_of(raw, url=ep.url, method=method)
+            result = result_of(raw, url=ep.url, method=method)
+            if block0:
+                self._guard.judge_block0(ep, result)
+            return result
 
         return await self._execute(method, payload, 1, decode)
 
@@ -226,13 +234,17 @@ class AsyncRpcClient:
         methods = [method for method, _ in calls]
         label = f"batch of {len(calls)} ({methods[0]}, ...)"
 
+        block0 = [m == "eth_getBlockByNumber" and bool(p) and p[0] in _BLOCK0 for m, p in calls]
+
         def decode(raw: bytes, ep: Endpoint) -> list[Any]:
             results = batch_results(raw, first_id, methods, url=ep.url, label=label)
-            for result in results:
+            for result, is_block0 in zip(results, block0, strict=True):
                 if isinstance(result, TransientRPCError):
                     raise AttemptError("rpc_transient", result)
                 if isinstance(result, RPCError):
                     ep.errors[error_kind(result)] += 1
+                elif is_block0:
+                    self._guard.judge_block0(ep, result)
             return results
 
         results = await self._execute(label, payload, len(calls), decode)
@@ -283,13 +295,14 @@ class AsyncRpcClient:
         self._calls += 1
         self._start_due_probes(start)
         tried: set[int] = set()
+        wrong: set[int] = set()  # endpoints that serve another chain: not asked again
         last: RPCError | None = None
         previous: Endpoint | None = None
         round_no = attempts = 0
         reason = f"{policy.max_attempts} attempts used"
         while attempts < policy.max_attempts:
             now = time.monotonic()
-            endpoint = self._pick(tried, now)
+            endpoint = self._pick(tried | wrong, now)
             if endpoint is None:  # every endpoint failed in this round: back off
                 round_no += 1
                 tried.clear()
@@ -327,11 +340,18 @@ class AsyncRpcClient:
             except AttemptError as failure:
                 self._record_failure(endpoint, failure)
                 last = failure.error
+                if failure.kind in _WRONG_CHAIN_KINDS and self._others_left(wrong, endpoint):
+                    continue  # the others may serve the chain
                 if not isinstance(last, TransientRPCError):
                     raise last from last.__cause__
                 logger.debug("%s failed on %s (%s); retrying", label, endpoint.url, failure.kind)
         self._gave_up += 1
         raise self._give_up_error(label, last, attempts, time.monotonic() - start, reason)
+
+    def _others_left(self, wrong: set[int], endpoint: Endpoint) -> bool:
+        """Add ``endpoint`` to those serving another chain; whether any other is left."""
+        wrong.add(endpoint.index)
+        return len(wrong) < len(self._endpoints)
 
     def _pick(self, tried: set[int], now: float) -> Endpoint | None:
         untried = [ep for ep in self._endpoints if ep.index not in tried]
@@ -361,9 +381,22 @@ class AsyncRpcClient:
         if failure.kind in _CONNECTION_KINDS:
             ep.verified_connections = None
         retry_after = retry_after_s(failure.error)
+        wrong_chain = failure.kind in _WRONG_CHAIN_KINDS
         if ep.record_failure(
-            failure.kind, now, penalise=failure.penalise, retry_after_s=retry_after
+            failure.kind,
+            now,
+            penalise=failure.penalise,
+            retry_after_s=retry_after,
+            bench_now=wrong_chain,
         ):
+            if wrong_chain:
+                logger.warning(
+                    "RPC endpoint %s benched for %.1fs, its answers unused: %s",
+                    ep.url,
+                    ep.benched_until - now,
+                    failure.error,
+                )
+                return
             logger.warning(
                 "RPC endpoint %s benched for %.1fs after repeated failures (last: %s)",
                 ep.url,
@@ -379,8 +412,9 @@ class AsyncRpcClient:
         error = cls(
             f"{label}: gave up after {attempts} attempt(s) in {elapsed_s:.1f}s ({reason}) on "
             f"{chain}endpoints {', '.join(self.urls)}; last error: {last or 'none'}. Check that "
-            "the nodes are up, add another endpoint to rpc_urls in rtrm.toml, or raise "
-            "call_timeout_s / max_attempts",
+            "the nodes are up, or add another endpoint to the chain's rpc_urls in rtrm.toml (or "
+            "RTRM_CHAIN_<ID>_RPC_URLS); calling the client directly, raise "
+            "RpcPolicy.call_timeout_s / max_attempts",
             code=last.code if last else None,
             url=last.url if last else None,
         )
@@ -401,7 +435,8 @@ class AsyncRpcClient:
                 text = (
                     f"{label} on {ep.url}: the client-side rate limit "
                     f"({ep.bucket.rate_per_s:g} calls/s) would delay this call past its "
-                    "deadline; raise rate_limit_per_s (if the provider allows it) or call_timeout_s"
+                    "deadline; raise the chain's rpc_rate_limit_per_s in rtrm.toml (if the "
+                    "provider allows it)"
                 )
                 raise AttemptError("throttled", TransientRPCError(text, url=ep.url), penalise=False)
             if wait > 0:

@@ -10,6 +10,12 @@ Invariants:
 - Block 0's hash must equal ``expected_genesis_hash`` or, when none is configured, the
   hash the first checked endpoint reported (trust on first use): endpoints of one client
   can never disagree on genesis (``GenesisMismatchError``). Hashes compare lower-cased.
+  Every block 0 a caller reads is judged too (:meth:`ChainGuard.judge_block0`), not only
+  the check's: a node restarted behind a kept-alive connection (a proxy, a load balancer)
+  shows its new genesis there first.
+- A mismatch is the endpoint's fault, not the chain's: the client benches that endpoint
+  at once and fails over to the others; only when every endpoint mismatches does the
+  caller get the error (:mod:`chains.aiorpc`).
 - A check is due on first contact; after a connection failure or a bench (the client
   clears ``verified_connections``); every ``reverify_interval_s``; and, unless
   ``check_new_connections`` is off, whenever a new connection to the endpoint was opened
@@ -50,7 +56,7 @@ class ChainGuard:
         self.chain_id = chain_id
         self.enabled = enabled or expected_genesis_hash is not None
         self.genesis = expected_genesis_hash.lower() if expected_genesis_hash else None
-        self._genesis_source = "the configured expected_genesis_hash"
+        self._genesis_source = "expected"
         self.reverify_interval_s = reverify_interval_s
         self.check_new_connections = check_new_connections
 
@@ -90,6 +96,13 @@ class ChainGuard:
             )
             error = ChainIdMismatchError(message, expected=expected, found=found, url=ep.url)
             raise AttemptError("chain_id_mismatch", error, penalise=True)
+
+    def judge_block0(self, ep: Endpoint, block: Any) -> None:
+        """A caller's answer for block 0 (any well-formed one): raise an ``AttemptError``
+        if its hash is not the genesis this client expects or first saw."""
+        found = block.get("hash") if isinstance(block, dict) else None
+        if self.enabled and self.genesis is not None and isinstance(found, str):
+            self._judge_genesis(ep, block)
 
     def _judge_genesis(self, ep: Endpoint, block: Any) -> None:
         found = block.get("hash") if isinstance(block, dict) else None

@@ -14,7 +14,8 @@ Concepts and invariants:
 - **Bench**: ``bench_after_failures`` consecutive transient failures bench an endpoint for
   ``bench_base_s · 2^(n-1)`` (capped at ``bench_max_s``), n counting benches since its
   last success; when the cool-down is over the client re-probes it (chain id + genesis),
-  and one more failure before a success benches it again for twice as long. A benched
+  and one more failure before a success benches it again for twice as long (an endpoint
+  that serves another chain is benched at its first such answer: ``bench_now``). A benched
   endpoint is ranked after every unbenched one but is never excluded: with all endpoints
   benched the best of them is still tried. A client's only endpoint is never benched.
 - **Retry-After**: a 429 with ``Retry-After`` makes an endpoint *not ready* until then;
@@ -233,9 +234,16 @@ class Endpoint:
         self.bench_count = 0
 
     def record_failure(
-        self, kind: str, now: float, *, penalise: bool, retry_after_s: float | None = None
+        self,
+        kind: str,
+        now: float,
+        *,
+        penalise: bool,
+        retry_after_s: float | None = None,
+        bench_now: bool = False,
     ) -> bool:
-        """Count a failure of ``kind``; with ``penalise`` it lowers the rank and may bench.
+        """Count a failure of ``kind``; with ``penalise`` it lowers the rank and may bench
+        (with ``bench_now`` too, at once).
 
         Returns whether this failure benched the endpoint.
         """
@@ -247,7 +255,9 @@ class Endpoint:
         self._error_score = self.error_score(now) + 1.0
         self._error_at = now
         self.consecutive_failures += 1
-        if not self.benchable or self.consecutive_failures < self._policy.bench_after_failures:
+        if not self.benchable or (
+            self.consecutive_failures < self._policy.bench_after_failures and not bench_now
+        ):
             return False
         self.bench_count += 1  # failures stay counted: one more after the cool-down re-benches
         policy = self._policy

@@ -370,12 +370,16 @@ def cap_results(call: Mapping[str, Any], reply: Any, limit: int, *, hint: bool) 
 # What MALFORMED does to a log, or to a block header: never a plausible value (a valid hash
 # or number that is merely different would be a different chain, not a broken answer).
 _DROPPED = object()  # the key is removed
+_UPPER_CASE = object()  # the same hash in upper case: JSON-RPC's hashes are lower case
 _LOG_BREAKS: tuple[tuple[str, Any], ...] = (
     ("blockNumber", "0xzz"),
     ("logIndex", _DROPPED),
     ("transactionHash", 7),
     ("topics", "0x"),
     ("", None),  # the whole log becomes null
+    ("blockHash", None),
+    ("blockHash", "0xnot-a-hash"),
+    ("blockHash", _UPPER_CASE),
 )
 _HEADER_BREAKS: tuple[tuple[str, Any], ...] = (
     ("number", "0xzz"),
@@ -406,5 +410,7 @@ def _break(holder: Any, at: Any, key: str, value: Any) -> None:
         holder[at] = value
     elif value is _DROPPED:
         del holder[at][key]
+    elif value is _UPPER_CASE:
+        holder[at][key] = "0x" + str(holder[at].get(key))[2:].upper()
     else:
         holder[at][key] = value

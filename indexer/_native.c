@@ -86,27 +86,32 @@ static void keccak256(const unsigned char *data, size_t len, unsigned char out[3
 
 /* ------------------------------------------------------------------ hex */
 
-static signed char HEX_VALUE[256];
+static signed char HEX_VALUE[256], LOWER_HEX_VALUE[256]; /* -1: not a (lowercase) digit */
 static const char HEX_DIGITS[] = "0123456789abcdef";
 
 static void init_hex(void) {
     memset(HEX_VALUE, -1, sizeof HEX_VALUE);
     for (int i = 0; i < 10; i++) HEX_VALUE['0' + i] = (signed char)i;
-    for (int i = 0; i < 6; i++) {
-        HEX_VALUE['a' + i] = (signed char)(10 + i);
-        HEX_VALUE['A' + i] = (signed char)(10 + i);
-    }
+    for (int i = 0; i < 6; i++) HEX_VALUE['a' + i] = (signed char)(10 + i);
+    memcpy(LOWER_HEX_VALUE, HEX_VALUE, sizeof HEX_VALUE);
+    for (int i = 0; i < 6; i++) HEX_VALUE['A' + i] = (signed char)(10 + i);
 }
 
-/* ``n`` bytes from ``2n`` hex digits; 0 if a character is not a hex digit. */
-static int unhex(const char *digits, Py_ssize_t n, unsigned char *out) {
+/* ``n`` bytes from ``2n`` digits read through ``table``; 0 if one is not a digit there. */
+static inline int unhex_with(const signed char *table, const char *digits, Py_ssize_t n,
+                             unsigned char *out) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        int hi = HEX_VALUE[(unsigned char)digits[2 * i]];
-        int lo = HEX_VALUE[(unsigned char)digits[2 * i + 1]];
+        int hi = table[(unsigned char)digits[2 * i]];
+        int lo = table[(unsigned char)digits[2 * i + 1]];
         if ((hi | lo) < 0) return 0;
         out[i] = (unsigned char)(hi << 4 | lo);
     }
     return 1;
+}
+
+/* ``n`` bytes from ``2n`` hex digits (either case); 0 if a character is not one. */
+static int unhex(const char *digits, Py_ssize_t n, unsigned char *out) {
+    return unhex_with(HEX_VALUE, digits, n, out);
 }
 
 /* The characters of an ASCII str that is "0x" + ``digits`` characters (any, when
@@ -121,10 +126,18 @@ static const char *hex_text(PyObject *value, Py_ssize_t digits, Py_ssize_t *leng
     return text + 2;
 }
 
-/* "0x" + 64 hex digits (a topic, block or transaction hash) -> ``out``; 0 otherwise. */
+/* "0x" + 64 hex digits (a topic) -> ``out``; 0 otherwise. */
 static int hex_word(PyObject *value, unsigned char out[32]) {
     const char *digits = hex_text(value, 64, NULL);
     return digits != NULL && unhex(digits, 32, out);
+}
+
+/* A block or transaction hash as nodes write it, "0x" + 64 lowercase hex digits, ->
+ * ``out``; 0 otherwise (writer._raw_rows' rule: a block hash is kept as text and compared
+ * with headers' hashes, so upper case would be a different hash). */
+static int hash_word(PyObject *value, unsigned char out[32]) {
+    const char *digits = hex_text(value, 64, NULL);
+    return digits != NULL && unhex_with(LOWER_HEX_VALUE, digits, 32, out);
 }
 
 /* A JSON-RPC quantity, "0x" + 1..16 hex digits, into ``out``; 0 otherwise (Python's
@@ -280,9 +293,9 @@ static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO!", &chain, &PyList_Type, &logs)) return NULL;
     Buffer out = {NULL, 0, 0};
     PyObject *blocks = PyDict_New();
-    PyObject *last_block = NULL, *last_tx = NULL;
+    PyObject *last_block = NULL, *last_hash = NULL, *last_tx = NULL;
     uint64_t number = 0;
-    unsigned char tx_hash[32];
+    unsigned char tx_hash[32], block_word[32];
     if (blocks == NULL) return NULL;
     int overflow = 0;
     long long chain_id = PyLong_CheckExact(chain) ? PyLong_AsLongLongAndOverflow(chain, &overflow)
@@ -293,18 +306,23 @@ static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
         PyObject *log = PyList_GET_ITEM(logs, i);
         if (!PyDict_CheckExact(log)) goto python;
         PyObject *block_hex = field(log, KEY_BLOCK_NUMBER);
+        PyObject *block_hash = field(log, KEY_BLOCK_HASH);
         PyObject *tx = field(log, KEY_TX_HASH);
         PyObject *topics = field(log, KEY_TOPICS);
         PyObject *log_index = field(log, KEY_LOG_INDEX);
         PyObject *tx_index = field(log, KEY_TX_INDEX);
         PyObject *address = field(log, KEY_ADDRESS);
         PyObject *data = field(log, KEY_DATA);
-        if (!block_hex || !tx || !topics || !log_index || !tx_index || !address || !data)
+        if (!block_hex || !block_hash || !tx || !topics || !log_index || !tx_index || !address ||
+            !data)
             goto python;
+        /* every log's block hash, not only a block's first: the last one's is the cursor's */
+        if (!same(block_hash, last_hash)) {
+            if (!hash_word(block_hash, block_word)) goto python;
+            last_hash = block_hash;
+        }
         if (!same(block_hex, last_block)) {
-            PyObject *block_hash = field(log, KEY_BLOCK_HASH);
-            if (block_hash == NULL || !parse_quantity(block_hex, &number) || number > INT64_LIMIT)
-                goto python;
+            if (!parse_quantity(block_hex, &number) || number > INT64_LIMIT) goto python;
             PyObject *key = PyLong_FromUnsignedLongLong(number);
             if (key == NULL) goto python;
             int failed = PyDict_SetItem(blocks, key, block_hash);
@@ -313,7 +331,7 @@ static PyObject *native_raw_rows(PyObject *module, PyObject *args) {
             last_block = block_hex;
         }
         if (!same(tx, last_tx)) {
-            if (!hex_word(tx, tx_hash)) goto python;
+            if (!hash_word(tx, tx_hash)) goto python;
             last_tx = tx;
         }
         uint64_t log_number, tx_number;

@@ -432,12 +432,21 @@ def _stored_quantity(bits: int) -> Callable[[Any], object]:
     return check
 
 
+def _stored_hash(value: Any) -> object:
+    """A block or transaction hash as nodes write it: 0x + 64 hex digits in lower case
+    (a block hash is stored and compared as text: upper case would be another hash)."""
+    hex_bytes(value, WORD, "hash")
+    if value != value.lower():
+        raise MalformedError(f"hash {value!r} is not 0x + 64 hex digits in lower case")
+    return value
+
+
 _ENVELOPE_CHECKS: tuple[tuple[str, Callable[[Any], object]], ...] = (
     ("blockNumber", _stored_quantity(63)),
     ("transactionIndex", _stored_quantity(31)),
     ("logIndex", _stored_quantity(31)),
-    ("blockHash", topic_word),
-    ("transactionHash", topic_word),
+    ("blockHash", _stored_hash),
+    ("transactionHash", _stored_hash),
     ("address", checked_address),
 )
 

@@ -4,7 +4,8 @@ Messages name the chain id and block range involved and what to do next::
 
     IndexerError                    root: anything that stops indexing or reading the store
     ├── StoreError                  the database cannot be opened, migrated or written
-    │   └── WriterLockedError       another indexer already writes this chain
+    │   ├── WriterLockedError       another indexer already writes this chain
+    │   └── WriterLostError         this writer lost its lock, or the cursor moved under it
     ├── ChainPausedError            a chain stopped to protect the store (reorg below
     │                               finality, syncing node, new genesis); others go on
     ├── DecodeError (ValueError)    a log does not match its event's ABI
@@ -24,6 +25,7 @@ __all__ = [
     "RangeNotSplittableError",
     "StoreError",
     "WriterLockedError",
+    "WriterLostError",
 ]
 
 
@@ -37,6 +39,12 @@ class StoreError(IndexerError):
 
 class WriterLockedError(StoreError):
     """Another process holds the single-writer lock of a chain."""
+
+
+class WriterLostError(StoreError):
+    """This process may no longer write a chain: its writer lock's session ended (killed,
+    a database restart, an idle timeout) or the cursor is not where it left it (another
+    process wrote the chain). The write was rolled back; stand by for the lock again."""
 
 
 class ChainPausedError(IndexerError):

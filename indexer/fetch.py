@@ -23,6 +23,16 @@ Each range ``[first, last]`` is read as:
    those of ``last`` carrying its hash). A malformed header or log list
    (:mod:`indexer.answers`) is never trusted: the range is read again after a back-off.
 
+A range that is not settled (block ``last`` missing or changing, logs not canonical) is
+read again after a jittered back-off, at most ``_SETTLE_READS`` times. Then a block that
+is still missing or moving, or logs still marked ``removed``, raise
+:class:`~indexer.reorg.Reorged`: the pipeline polls the head again and runs reorg
+detection (a reorg is handled, a node that is merely behind is waited for) — unless the
+node has claimed a head at or past that block for longer than ``missing_patience_s``,
+which raises :class:`~indexer.exceptions.MalformedAnswerError`, as do logs that stay
+inconsistent with the header (the message names the block, both hashes and the likely
+cause): neither can be indexed, and neither is a reorg.
+
 Linking: when ranges are delivered, the hash of ``first - 1`` that range *k+1* saw must
 equal the hash of range *k*'s ``last`` (or the cursor's for the first range): otherwise
 the chain reorganised below us and :class:`~indexer.reorg.Reorged` is raised. So ranges
@@ -54,6 +64,8 @@ log = logging.getLogger("indexer.pipeline")
 _RECEIPTS_AFTER = 3  # failures of eth_getLogs on one block before reading its receipts
 _RECEIPT_BATCH = 100  # eth_getTransactionReceipt calls per batch
 _METHOD_NOT_FOUND = -32601
+_SETTLE_READS = 6  # readings of an unsettled range (~1.5 s of back-off) before giving up
+_MISSING_PATIENCE_S = 120.0  # how long a block below the node's head may stay missing
 
 
 class ChainClient(Protocol):
@@ -61,7 +73,19 @@ class ChainClient(Protocol):
 
     async def call(self, method: str, params: Sequence[Any] = ()) -> Any: ...
 
-    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]: ...
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, raise_on_error: bool = True
+    ) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsettled:
+    """Why a reading of a range cannot be used: ``missing`` (block ``last`` absent or
+    changing, or a log marked removed: the chain moved, or the node is behind) or not
+    (logs inconsistent with the header)."""
+
+    why: str
+    missing: bool
 
 
 @dataclass(slots=True)
@@ -101,6 +125,7 @@ class RangeFetcher:
         *,
         concurrency: int = 2,
         metrics: IndexerMetrics | None = None,
+        missing_patience_s: float = _MISSING_PATIENCE_S,
     ) -> None:
         self.chain_id = chain_id
         self.client = client
@@ -110,6 +135,8 @@ class RangeFetcher:
         self.concurrency = max(1, concurrency)
         self.metrics = metrics
         self._calibrated = False  # an answer with logs has sized the span
+        self.missing_patience_s = missing_patience_s
+        self._missing_since: dict[int, float] = {}  # block -> when first found missing
 
     async def stream(
         self, tip: tuple[int, str], head: int, finalized: int, stop: asyncio.Event
@@ -148,27 +175,63 @@ class RangeFetcher:
                     await task
 
     async def fetch(self, first: int, last: int, head: int, finalized: int) -> FetchedRange:
-        """Read ``[first, last]`` until the answer is canonical (module docstring); a
-        malformed answer is read again after a back-off (:func:`indexer.answers.reread`)."""
-        while True:
+        """Read ``[first, last]`` until the answer is canonical, at most ``_SETTLE_READS``
+        times with a back-off (module docstring); a malformed answer is read again after a
+        back-off (:func:`indexer.answers.reread`)."""
+        unsettled = _Unsettled("not read", missing=True)
+        for attempt in range(1, _SETTLE_READS + 1):
             fetched = await answers.reread(lambda: self._fetch_once(first, last, head, finalized))
-            if fetched is not None:
+            if isinstance(fetched, FetchedRange):
+                for block in [b for b in self._missing_since if b <= last]:
+                    del self._missing_since[block]  # it exists now
                 return fetched
+            unsettled = fetched
+            log.info(
+                "chain %s: range %s..%s not settled (%s); reading %s of %s",
+                self.chain_id,
+                first,
+                last,
+                unsettled.why,
+                attempt,
+                _SETTLE_READS,
+            )
+            if attempt < _SETTLE_READS:
+                await asyncio.sleep(answers.backoff_s(attempt))
+        where = f"chain {self.chain_id}: range {first}..{last}"
+        if not unsettled.missing:
+            raise MalformedAnswerError(
+                f"{where}: {unsettled.why}, in {_SETTLE_READS} readings; the node's logs and "
+                "headers disagree (a load balancer mixing nodes, or a broken node or proxy "
+                "rewriting hashes); check the chain's rpc_urls"
+            )
+        since = self._missing_since.setdefault(last, time.monotonic())
+        if time.monotonic() - since >= self.missing_patience_s:
+            raise MalformedAnswerError(
+                f"{where}: {unsettled.why} for {time.monotonic() - since:.0f} s although the "
+                f"node reported a head of {head} or more; its answers come from nodes that "
+                "disagree (a load balancer) or it is broken; check the chain's rpc_urls"
+            )
+        log.warning(
+            "%s: %s after %s readings; polling the head again", where, unsettled.why, _SETTLE_READS
+        )
+        raise Reorged(f"{where}: {unsettled.why}")
 
     async def _fetch_once(
         self, first: int, last: int, head: int, finalized: int
-    ) -> FetchedRange | None:
-        """One reading of ``[first, last]``; None if the chain moved while we read."""
+    ) -> FetchedRange | _Unsettled:
+        """One reading of ``[first, last]``, or why it cannot be used."""
         started = time.perf_counter()
         calls: list[tuple[str, Sequence[Any]]] = [("eth_getBlockByNumber", [hex(last), False])]
         if first > 0:
             calls.append(("eth_getBlockByNumber", [hex(first - 1), False]))
         headers = await self.client.batch(calls)
         header = answers.header(headers[0], chain_id=self.chain_id, block=last)
+        if header is None:  # no logs to read until the node has the block
+            return _Unsettled(f"the node has no block {last}", missing=True)
         parent = None
         if first > 0:
             parent = answers.header(headers[1], chain_id=self.chain_id, block=first - 1)
-            if parent is None and header is not None:
+            if parent is None:
                 raise MalformedAnswerError(
                     f"chain {self.chain_id}: eth_getBlockByNumber({first - 1}) answered null "
                     f"while block {last} exists; read again (if it persists, check the "
@@ -177,15 +240,16 @@ class RangeFetcher:
         logs = await self._logs(first, last)
         again = await self.client.call("eth_getBlockByNumber", [hex(last), False])
         again = answers.header(again, chain_id=self.chain_id, block=last)
-        if logs is None or header is None or again is None or again["hash"] != header["hash"]:
-            log.info("chain %s: block %s changed while fetching; again", self.chain_id, last)
-            return None
+        if again is None:
+            return _Unsettled(f"the node has no block {last}", missing=True)
+        if logs is None or again["hash"] != header["hash"]:
+            return _Unsettled(f"block {last} changed while it was read", missing=True)
         canonical = answers.canonical_logs(
             logs, chain_id=self.chain_id, first=first, last=last, last_hash=header["hash"]
         )
-        if canonical is None:
-            log.info("chain %s: inconsistent logs for %s..%s; again", self.chain_id, first, last)
-            return None
+        if canonical is None:  # a removed log: the chain is moving (a reorg), as when missing
+            removed = any(entry.get("removed") for entry in logs)
+            return _Unsettled(_not_canonical(logs, first, last, header["hash"]), missing=removed)
         parent_hash = str(parent["hash"]) if parent is not None else None
         elapsed = time.perf_counter() - started
         return FetchedRange(first, last, header, parent_hash, canonical, head, finalized, elapsed)
@@ -302,6 +366,22 @@ class RangeFetcher:
         block_hash = header["hash"]
         moved = (not isinstance(r, Mapping) or r.get("blockHash") != block_hash for r in receipts)
         return None if any(moved) else receipts
+
+
+def _not_canonical(logs: list[dict[str, Any]], first: int, last: int, last_hash: str) -> str:
+    """Why :func:`indexer.answers.canonical_logs` refused ``logs`` (well formed, it checked)."""
+    for index, entry in enumerate(logs):
+        number = int(entry["blockNumber"], 16)
+        if entry.get("removed"):
+            return f"log {index} (block {number}) is marked removed"
+        if not first <= number <= last:
+            return f"log {index} is of block {number}, outside the range"
+        if number == last and entry["blockHash"] != last_hash:
+            return (
+                f"log {index} of block {last} carries blockHash {entry['blockHash']} but "
+                f"the block's header has hash {last_hash}"
+            )
+    return "the logs are not canonical"  # pragma: no cover - canonical_logs accepted them
 
 
 def _spread(logs: list[Any]) -> int | None:

@@ -2,9 +2,18 @@
 
 Labels are the chain id (and the error kind); the HTTP exporter is started by ``rtrm``
 (``rtrm index --metrics-port``, ``rtrm serve``), never here.
+
+Invariants: ``head_block``, ``indexed_block`` and ``lag_blocks`` move on every head poll,
+not only when a range is written, so a chain that stalls shows its lag growing; when no
+node answers, the head is unknown and keeps its last value, while
+``head_age_seconds`` (seconds since the last head poll that answered) keeps growing:
+alert on it. ``paused`` is 1 during any pause (syncing node, head gone back, reorg below
+finality) and 0 once the chain resumes.
 """
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -57,7 +66,16 @@ class IndexerMetrics:
             registry=self.registry,
         )
         self.paused = Gauge(
-            "rtrm_indexer_paused", "1 while the chain is paused", chain, registry=self.registry
+            "rtrm_indexer_paused",
+            "1 while the chain is paused (the reason is in `rtrm status`)",
+            chain,
+            registry=self.registry,
+        )
+        self.head_age = Gauge(
+            "rtrm_indexer_head_age_seconds",
+            "Seconds since the chain's nodes last answered a head poll",
+            chain,
+            registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "rtrm_indexer_write_seconds",
@@ -65,3 +83,25 @@ class IndexerMetrics:
             chain,
             registry=self.registry,
         )
+        self._head_polled: dict[int, float] = {}  # chain id -> monotonic time of the last poll
+
+    def polling(self, chain_id: int) -> None:
+        """The chain's indexer polls its head: ``head_age_seconds`` counts from now until
+        a poll answers (a chain whose nodes never answered shows its age since start)."""
+        if chain_id not in self._head_polled:
+            self._head_polled[chain_id] = time.monotonic()
+            self.head_age.labels(chain_id).set_function(lambda: self._head_age_s(chain_id))
+
+    def observe_head(self, chain_id: int, head: int, indexed: int) -> None:
+        """A head poll answered: the head, the indexed block and the lag between them."""
+        self.polling(chain_id)
+        self._head_polled[chain_id] = time.monotonic()
+        self.head.labels(chain_id).set(head)
+        self.indexed.labels(chain_id).set(indexed)
+        self.lag.labels(chain_id).set(max(0, head - indexed))
+
+    def _head_age_s(self, chain_id: int) -> float:
+        return time.monotonic() - self._head_polled[chain_id]
+
+    def set_paused(self, chain_id: int, *, paused: bool) -> None:
+        self.paused.labels(chain_id).set(1 if paused else 0)

@@ -235,7 +235,12 @@ class ChainIndexer(ReorgHandling):
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> None:
         """Backfill to the head, then follow it (return after the backfill if ``once``)."""
-        stop = stop or asyncio.Event()
+        try:
+            await self._run(once=once, stop=stop or asyncio.Event())
+        finally:  # the errors that stopped it reach Prometheus before the runner restarts it
+            self._export_rpc_errors()
+
+    async def _run(self, *, once: bool, stop: asyncio.Event) -> None:
         await self.prepare()
         poll = self.options.poll_interval_s or max(0.05, self.spec.block_time_s / 4)
         while not stop.is_set():
@@ -248,15 +253,32 @@ class ChainIndexer(ReorgHandling):
                 caught_up = False
                 await self._guarded(self._reorg())
             except Paused:
+                if self.metrics is not None:
+                    self.metrics.set_paused(self.chain_id, paused=True)
                 if once:
                     raise
                 await _sleep(stop, self.options.pause_recheck_s)
                 continue
             if caught_up and self.paused:
                 await asyncio.to_thread(self._store_pause, None)
+                if self.metrics is not None:
+                    self.metrics.set_paused(self.chain_id, paused=False)
             if once and caught_up:
                 return
             await _sleep(stop, poll)
+
+    async def _head(self) -> tuple[int, int]:
+        """Every head poll (following, or looking for a reorg's ancestor) updates the head,
+        indexed and lag metrics, and exports the RPC errors seen so far, answered or not."""
+        if self.metrics is None:
+            return await super()._head()
+        self.metrics.polling(self.chain_id)
+        try:
+            head, finalized = await super()._head()
+        finally:
+            self._export_rpc_errors()
+        self.metrics.observe_head(self.chain_id, head, self.cursor[0])
+        return head, finalized
 
     async def _guarded(self, step: Any) -> None:
         """Run a recovery step; a transient pause inside it is retried by the loop."""
@@ -265,13 +287,16 @@ class ChainIndexer(ReorgHandling):
 
     async def sync(self, stop: asyncio.Event) -> bool:
         """Index from the cursor to the current head. True when there was nothing to do:
-        the cursor was at the head and its block still canonical (``run(once=True)`` ends
+        the cursor was at the head and its block still canonical, or the node is merely
+        behind the cursor and the blocks it has match the ledger (``run(once=True)`` ends
         only then, so ranges that a reorg replaced while they were written are re-indexed
         before it returns)."""
         known_final = self.finalized
         head, finalized = await self._head()
-        if head < self.cursor[0]:
+        if head < self.cursor[0] or self.tip_missing:
             await self._head_went_back(head, known_final)
+            if await self._behind(head):  # what the node has matches: wait for the rest
+                return True
             raise Reorged
         if self.tip_replaced:
             raise Reorged
@@ -441,13 +466,19 @@ class ChainIndexer(ReorgHandling):
         m.lag.labels(chain).set(max(0, report.head - report.last))
         m.range_span.labels(chain).set(self.ranges.span)
         m.batch_seconds.labels(chain).observe(report.write_s)
-        m.paused.labels(chain).set(0)
+        m.set_paused(chain, paused=False)
+        self._export_rpc_errors()
+
+    def _export_rpc_errors(self) -> None:
+        """Add the client's errors by kind since the last export to Prometheus."""
         stats = getattr(self.client, "stats", None)  # AsyncRpcClient: errors by kind
-        for endpoint in stats().endpoints if stats is not None else ():
+        if self.metrics is None or stats is None:
+            return
+        for endpoint in stats().endpoints:
             for kind, count in endpoint.errors.items():
                 seen = self._errors_seen.get((endpoint.url, kind), 0)
                 if count > seen:
-                    m.rpc_errors.labels(chain, kind).inc(count - seen)
+                    self.metrics.rpc_errors.labels(self.chain_id, kind).inc(count - seen)
                     self._errors_seen[(endpoint.url, kind)] = count
 
     # ------------------------------------------------------------ writing

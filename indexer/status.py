@@ -4,15 +4,23 @@
 the last block whose events are all in the store. A reader that reads each chain "as of"
 its watermark block sees a consistent snapshot while the indexers keep writing.
 :func:`chain_status` adds counters and health for ``rtrm status`` and the API.
+:func:`open_for_reading` opens a store that must already exist at the schema's head, and
+never creates, migrates or writes it (``rtrm status`` pointed at a mistyped URL must not
+leave a new database behind).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
-__all__ = ["ChainStatus", "chain_status", "watermark"]
+from indexer.exceptions import StoreError
+from indexer.store import HEAD_REVISION, Store, describe, open_store, parse_database_url
+
+__all__ = ["ChainStatus", "chain_status", "open_for_reading", "watermark"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +87,44 @@ def chain_status(conn: Connection, heads: dict[int, int] | None = None) -> list[
             )
         )
     return result
+
+
+def open_for_reading(url: str) -> Store:
+    """The store at ``url``, checked to exist and to be at :data:`HEAD_REVISION`; raises
+    :class:`StoreError` saying what to run when it is missing or behind."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ":memory:"
+        if database == ":memory:" or not Path(database).is_file():
+            raise StoreError(f"no store at {url}; run `rtrm index` first (it creates it)")
+    store = open_store(url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            revision = _stored_revision(conn)
+    except SQLAlchemyError as exc:
+        store.dispose()
+        raise StoreError(
+            f"cannot read the store at {store.url}: {describe(exc)}; check database_url in "
+            "rtrm.toml (or RTRM_DATABASE_URL) and that the database is running"
+        ) from None
+    if revision == HEAD_REVISION:
+        return store
+    store.dispose()
+    if revision is None:
+        raise StoreError(f"no store at {store.url}; run `rtrm index` first (it creates it)")
+    if revision.isdigit() and int(revision) > int(HEAD_REVISION):
+        raise StoreError(
+            f"the store at {store.url} is at revision {revision}, newer than this rtrm knows "
+            f"({HEAD_REVISION}); upgrade rtrm"
+        )
+    raise StoreError(
+        f"the store at {store.url} is at revision {revision}, this rtrm reads "
+        f"{HEAD_REVISION}; run `rtrm index` (it migrates the store) or `alembic upgrade head`"
+    )
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if revision is None else str(revision)

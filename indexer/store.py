@@ -18,9 +18,12 @@ account: every insert dirties its own page): :meth:`Store.defer_indexes` drops t
 :meth:`Store.build_indexes` builds any that an interrupted backfill left missing.
 
 Invariants: one writer per chain — on PostgreSQL a session advisory lock keyed by chain
-id (:meth:`Store.writer_lock`), on SQLite a process-wide lock around each write
-transaction (SQLite has one writer anyway); every write transaction either commits data,
-ledger and cursor together or nothing.
+id (:meth:`Store.acquire_writer`), which each write transaction of this process checks its
+session still holds (:func:`check_writer`: a killed session, a database restart or an idle
+timeout frees the lock behind the writer's back), on SQLite a process-wide lock around
+each write transaction (SQLite has one writer anyway); on both, the cursor moves only from
+where its writer left it (a compare-and-set in the data's transaction); every write
+transaction either commits data, ledger and cursor together or nothing.
 """
 
 from __future__ import annotations
@@ -47,13 +50,13 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
 
 from indexer.copyrows import SIGNATURE, TRAILER, unpack
-from indexer.exceptions import StoreError, WriterLockedError
+from indexer.exceptions import StoreError, WriterLockedError, WriterLostError
 from indexer.models import (
     APPEND_ONLY_TABLES,
     DEFERRABLE_INDEXES,
@@ -67,8 +70,10 @@ __all__ = [
     "BulkWriter",
     "Store",
     "WriterLock",
+    "check_writer",
     "describe",
     "open_store",
+    "parse_database_url",
     "reset_chain",
     "rollback",
     "upgrade",
@@ -89,7 +94,10 @@ class Store:
         self.dialect = engine.dialect.name
         self._deferring = 0  # backfills of this process running without the deferrable indexes
         self._defer_lock = threading.Lock()
-        self._writes = engine.execution_options(rtrm_write=True)  # SQLite: BEGIN IMMEDIATE
+        # The backend pid of each chain's writer-lock session (PostgreSQL), for check_writer;
+        # SQLite: rtrm_write makes writes BEGIN IMMEDIATE.
+        self._writer_pids: dict[int, int] = {}
+        self._writes = engine.execution_options(rtrm_write=True, rtrm_writer_pids=self._writer_pids)
 
     @property
     def url(self) -> str:
@@ -113,7 +121,9 @@ class Store:
         a dedicated connection until :meth:`WriterLock.release`).
 
         Raises :class:`WriterLockedError` at once if another process holds it. On SQLite a
-        database file has one writer at a time anyway; the lock is a no-op there.
+        database file has one writer at a time anyway; the lock is a no-op there. While it
+        is held, this store's write transactions for the chain check that its session still
+        holds it (:func:`check_writer`).
         """
         if self.dialect != "postgresql":
             return WriterLock(None, chain_id)
@@ -121,6 +131,7 @@ class Store:
         key = {"ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id)}
         try:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :chain)"), key).scalar()
+            pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
             conn.commit()
         except BaseException:
             conn.close()
@@ -131,7 +142,8 @@ class Store:
                 f"chain {chain_id}: another indexer holds its writer lock on {self.url}; "
                 "run one `rtrm index --chain` per chain (stop the other one first)"
             )
-        return WriterLock(conn, chain_id)
+        self._writer_pids[chain_id] = pid
+        return WriterLock(conn, chain_id, pid, self._writer_pids)
 
     # ------------------------------------------------------------ deferred indexes
 
@@ -207,13 +219,37 @@ def _has_index(conn: Connection, index: Index) -> bool:
 
 
 class WriterLock:
-    """A held single-writer lock; :meth:`release` is idempotent."""
+    """A held single-writer lock; :meth:`release` is idempotent.
 
-    def __init__(self, conn: Connection | None, chain_id: int) -> None:
+    ``pid`` is the backend pid of the session holding it (PostgreSQL; None on SQLite)."""
+
+    def __init__(
+        self,
+        conn: Connection | None,
+        chain_id: int,
+        pid: int | None = None,
+        registry: dict[int, int] | None = None,
+    ) -> None:
         self._conn = conn
         self.chain_id = chain_id
+        self.pid = pid
+        self._registry = registry
+
+    def held(self) -> bool:
+        """Whether the lock's session is alive and still holds it (SQLite: always)."""
+        conn = self._conn
+        if conn is None:
+            return self.pid is None
+        try:
+            found = conn.execute(_HELD, _held_params(self.chain_id, self.pid)).first()
+            conn.commit()
+        except SQLAlchemyError:  # the session is gone
+            return False
+        return found is not None
 
     def release(self) -> None:
+        if self._registry is not None and self._registry.get(self.chain_id) == self.pid:
+            del self._registry[self.chain_id]  # this store writes the chain no more
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -221,8 +257,41 @@ class WriterLock:
             key = {"ns": _LOCK_NAMESPACE, "chain": _lock_key(self.chain_id)}
             conn.execute(text("SELECT pg_advisory_unlock(:ns, :chain)"), key)
             conn.commit()
+        except SQLAlchemyError:  # the session already ended: so did its lock
+            conn.invalidate()
         finally:
             conn.close()  # closing the session releases the lock in any case
+
+
+# The advisory lock (namespace, chain) as pg_locks shows a two-key lock: classid, objid,
+# objsubid 2; oids are unsigned, the keys signed.
+_HELD = text(
+    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = :pid AND granted "
+    "AND classid = CAST(:ns AS bigint) & 4294967295 AND objid = CAST(:chain AS bigint) "
+    "& 4294967295 AND objsubid = 2"
+)
+
+
+def _held_params(chain_id: int, pid: int | None) -> dict[str, int | None]:
+    return {"pid": pid, "ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id)}
+
+
+def check_writer(conn: Connection, chain_id: int) -> None:
+    """In a write transaction of ``chain_id``: raise :class:`WriterLostError` (the caller
+    rolls back) if this store holds the chain's writer lock and its session no longer does
+    — it was killed, the database restarted or timed it out, and another indexer may
+    already write the chain. A no-op on SQLite and for stores that hold no lock (a bulk
+    backfill's writer process: the cursor's compare-and-set still guards it)."""
+    pids = conn.get_execution_options().get("rtrm_writer_pids")
+    pid = pids.get(chain_id) if pids else None
+    if pid is None:
+        return
+    if conn.execute(_HELD, _held_params(chain_id, pid)).first() is None:
+        raise WriterLostError(
+            f"chain {chain_id}: this indexer lost its writer lock (its database session "
+            f"{pid} ended: killed, a database restart or an idle timeout); nothing written, "
+            "another indexer may write the chain now"
+        )
 
 
 def _lock_key(chain_id: int) -> int:
@@ -233,30 +302,53 @@ def _lock_key(chain_id: int) -> int:
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
     """An engine for ``url`` (created SQLite directories included), migrated to head."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(
-            f"database_url {url!r} is not a SQLAlchemy URL ({exc}); use e.g. "
-            "sqlite:///.rtrm/rtrm.db or postgresql+psycopg://user@host:5432/db"
-        ) from None
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
-    elif parsed.get_backend_name() == "postgresql":
+    else:  # postgresql (parse_database_url refuses the others)
         engine = create_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    else:
-        raise StoreError(
-            f"database_url {url!r}: unsupported database {parsed.get_backend_name()!r}; "
-            "RTRM supports sqlite and postgresql (postgresql+psycopg://…)"
-        )
     store = Store(engine)
     if migrate:
         upgrade(store)
     return store
+
+
+_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}  # the drivers RTRM installs
+
+
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed, for a database and driver RTRM supports; else a :class:`StoreError`
+    saying what to write (a URL SQLAlchemy rejects or cannot load the driver of would
+    otherwise fail later, as an unexpected error)."""
+    example = "sqlite:///.rtrm/rtrm.db or postgresql+psycopg://user@host:5432/db"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(
+            f"database_url {url!r} is not a SQLAlchemy URL ({exc}); use e.g. {example}"
+        ) from None
+    except ValueError as exc:  # e.g. a port that is not a number
+        raise StoreError(
+            f"database_url {url!r} is malformed ({exc}); check the host:port part (the "
+            f"port is a number), e.g. {example}"
+        ) from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend not in _DRIVERS:
+        raise StoreError(
+            f"database_url {url!r}: unsupported database {backend!r}; "
+            "RTRM supports sqlite and postgresql (postgresql+psycopg://…)"
+        )
+    if driver != _DRIVERS[backend]:
+        scheme = "sqlite" if backend == "sqlite" else "postgresql+psycopg"
+        raise StoreError(
+            f"database_url {url!r}: RTRM talks to {backend} through the {_DRIVERS[backend]} "
+            f"driver, not {driver}; write the URL as {scheme}://…, e.g. {example}"
+        )
+    return parsed
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -29,10 +30,10 @@ from indexer import native
 from indexer.abiwords import QUANTITIES, MalformedError
 from indexer.copyrows import row_struct
 from indexer.decode import decode_logs, default_decoder
-from indexer.exceptions import DecodeError
+from indexer.exceptions import DecodeError, WriterLostError
 from indexer.fetch import FetchedRange
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes
-from indexer.store import BulkWriter, Store
+from indexer.store import BulkWriter, Store, check_writer
 
 __all__ = [
     "RAW_COLUMNS",
@@ -60,6 +61,10 @@ RAW_COLUMNS = (
 RAW_KINDS = "qqibibbb"  # their binary COPY kinds (indexer.copyrows)
 _HASH_BYTES = 32
 _ADDRESS_BYTES = 20
+# A block or transaction hash as nodes write it (JSON-RPC's hash32): a block hash is kept as
+# text and compared with headers' hashes, where upper case would be another hash.
+_is_hash = re.compile(r"0x[0-9a-f]{64}").fullmatch
+_UNSET: Any = object()  # no previous log
 _LEDGER_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
 
 LedgerRow = tuple[int, int, str, str | None, int | None]
@@ -78,6 +83,9 @@ class RangeRows:
     raw: bytes  # the raw-event rows, RAW_COLUMNS packed as binary COPY tuples of RAW_KINDS
     changes: Changes
     ledger: list[LedgerRow]
+    # The cursor this range starts from (block ``first - 1`` and its hash; None: nothing
+    # before it): the write moves the cursor only from there. None: unchecked (tests).
+    previous: tuple[int, str | None] | None = None
 
 
 @dataclass(slots=True)
@@ -115,13 +123,15 @@ def prepare_range(chain_id: int, state: ChainState, batch: FetchedRange) -> Prep
         raw,
         changes,
         ledger,
+        (batch.first - 1, batch.parent_hash),
     )
     return Prepared(batch, rows, time.perf_counter() - started)
 
 
 def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> None:
-    """Write ``group`` (consecutive ranges, in order), then move the cursor and the
-    chain's counters to its end; the caller holds the transaction.
+    """Move the cursor to the end of ``group`` (consecutive ranges, in order) — only from
+    where the group starts, else :class:`WriterLostError` —, write its rows and the chain's
+    counters; the caller holds the transaction (and rolls it back on an error).
 
     On PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit`` off
     for this transaction only): a database crash may forget the last ranges written, but
@@ -129,6 +139,9 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    # First: a writer that lost the chain fails here, before any row (on PostgreSQL the
+    # cursor's row lock also makes a racing writer wait for this transaction, then fail).
+    _move_cursor(conn, chain_id, group[0].previous, group[-1])
     writer = BulkWriter(conn)
     writer.insert_packed("raw_event", RAW_COLUMNS, RAW_KINDS, [item.raw for item in group])
     for item in group:
@@ -142,16 +155,6 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
         writer.insert("block", _LEDGER_COLUMNS, item.ledger)
     end = group[-1]
     events = sum(item.events for item in group)
-    params = {"c": chain_id, "b": end.last, "h": end.block_hash}
-    updated = conn.execute(
-        text("UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"),
-        params,
-    )
-    if not updated.rowcount:
-        conn.execute(
-            text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
-            params,
-        )
     conn.execute(
         text(
             "UPDATE chain SET events = events + :e, head_block = :head, "
@@ -161,15 +164,49 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
     )
 
 
+def _move_cursor(
+    conn: Connection, chain_id: int, previous: tuple[int, str | None] | None, end: RangeRows
+) -> None:
+    """Move the cursor to ``end``, only from ``previous`` (compare-and-set): a cursor that
+    is elsewhere, or a writer lock this process lost (:func:`indexer.store.check_writer`),
+    means another process writes the chain — :class:`WriterLostError`, and the caller's
+    transaction rolls back. A chain without a cursor row gets one (a second writer racing
+    for it fails on its key)."""
+    check_writer(conn, chain_id)
+    params = {"c": chain_id, "b": end.last, "h": end.block_hash}
+    update = "UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"
+    if previous is not None:
+        update += " AND block_number = :pb AND block_hash = :ph"
+        params |= {"pb": previous[0], "ph": previous[1] or ""}
+    if conn.execute(text(update), params).rowcount:
+        return
+    found = conn.execute(
+        text("SELECT block_number, block_hash FROM cursor WHERE chain_id = :c"), {"c": chain_id}
+    ).first()
+    if found is not None:
+        raise WriterLostError(
+            f"chain {chain_id}: the cursor moved under this writer (it is at block "
+            f"{found[0]}, this write starts after block {previous[0] if previous else '?'}); "
+            "another process writes this chain? Nothing written; the chain restarts from "
+            "the store"
+        )
+    conn.execute(
+        text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
+        params,
+    )
+
+
 def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[int, str]]:
     """The raw-event rows of ``logs`` (in block order), packed as binary COPY tuples of
     RAW_KINDS (:mod:`indexer.copyrows`), and the hash of each block they are in; one
     pass, each block number and transaction hash converted once.
 
     A log whose envelope is not what JSON-RPC promises (a quantity, hash or data that is
-    not 0x-hex of the right length, a number too large for its column) raises
-    :class:`MalformedLogError` saying which field, before anything is derived: the
-    pipeline reads the range again.
+    not 0x-hex of the right length, a block or transaction hash that is not in lower case,
+    a number too large for its column) raises :class:`MalformedLogError` saying which field,
+    before anything is derived: the pipeline reads the range again. Every log's block hash
+    is checked, not only each block's first: the ledger keeps the first, and the last log's
+    becomes the cursor's hash when a range ends on it (``FetchedRange.last_hash``).
 
     The C twin (:mod:`indexer.native`) does the batch when every log is well formed; it
     answers ``None`` otherwise, and this loop does it, error included.
@@ -181,18 +218,25 @@ def _raw_rows(chain_id: int, logs: list[dict[str, Any]]) -> tuple[bytes, dict[in
     packed: list[bytes] = []
     blocks: dict[int, str] = {}
     append, fromhex = packed.append, bytes.fromhex
-    last_block: Any = None
-    last_tx: Any = None
+    last_block: Any = _UNSET
+    last_hash: Any = _UNSET
+    last_tx: Any = _UNSET
     number, tx_hash = 0, b""
     entry: dict[str, Any] = {}
     try:
         for entry in logs:
-            block_hex = entry["blockNumber"]
+            block_hex, block_hash = entry["blockNumber"], entry["blockHash"]
+            if block_hash != last_hash:
+                if not _is_hash(block_hash):  # a TypeError if not a str
+                    raise MalformedError("blockHash")
+                last_hash = block_hash
             if block_hex != last_block:
                 number, last_block = QUANTITIES[block_hex], block_hex
-                blocks[number] = entry["blockHash"]
+                blocks[number] = block_hash
             if entry["transactionHash"] != last_tx:
                 last_tx = entry["transactionHash"]
+                if not _is_hash(last_tx):
+                    raise MalformedError("transactionHash")
                 tx_hash = fromhex(last_tx[2:])
             topics = entry["topics"]
             topic_bytes = fromhex("".join([t[2:] for t in topics]))

@@ -20,8 +20,11 @@ from rtrm.commands import load_config
 from rtrm.output import console, emit, make_table
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from rich.console import RenderableType
 
+    from indexer.metrics import IndexerMetrics
     from indexer.pipeline import BatchReport
     from indexer.runner import ChainOutcome
     from rtrm.commands import Subparsers
@@ -98,17 +101,18 @@ def run_index(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bulk-events must be -1 (never) or more, got {args.bulk_events}")
     bulk = None if args.bulk_events == -1 else args.bulk_events
     options = IndexerOptions(max_span=args.max_span, bulk_events=bulk)
-    store = open_store(registry.database_url)
+    for chain_id in args.reset_chain:
+        registry.chain(chain_id)  # unknown ids fail with a suggestion, before anything runs
+    metrics = IndexerMetrics()
+    # Bound before the store is touched: a port in use must not fail after --reset-chain
+    # has already deleted a chain's data.
+    server = _serve_metrics(args.metrics_port, metrics) if args.metrics_port else None
+    store = None
     try:
+        store = open_store(registry.database_url)
         for chain_id in args.reset_chain:
-            registry.chain(chain_id)  # unknown ids fail with a suggestion
             with store.transaction() as conn:
                 reset_chain(conn, chain_id)
-        metrics = IndexerMetrics()
-        if args.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
         progress = _Progress(enabled=not args.no_progress and console().is_terminal)
         with progress:
             outcomes = asyncio.run(
@@ -122,9 +126,36 @@ def run_index(args: argparse.Namespace) -> int:
                 ),
             )
     finally:
-        store.dispose()
+        if store is not None:
+            store.dispose()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     emit(outcomes, as_json=args.json, table=lambda: _summary(outcomes))
     return 0 if all(o.status == "ok" for o in outcomes) else 1
+
+
+def _serve_metrics(port: int, metrics: IndexerMetrics) -> WSGIServer:
+    """Prometheus metrics on ``127.0.0.1:port``, served by a daemon thread."""
+    import errno
+
+    from prometheus_client import start_http_server
+
+    from chains.exceptions import ConfigError
+
+    try:
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            message = f"--metrics-port: port {port} is in use; pick another with --metrics-port"
+        else:
+            reason = exc.strerror or exc
+            message = (
+                f"--metrics-port: cannot serve metrics on 127.0.0.1:{port} ({reason}); pick "
+                "another port (above 1023 unless running as root)"
+            )
+        raise ConfigError(message) from None
+    return server
 
 
 def _summary(outcomes: list[ChainOutcome]) -> RenderableType:

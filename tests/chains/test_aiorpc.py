@@ -165,7 +165,7 @@ def test_attempts_are_bounded(anvil: AnvilNode) -> None:
                 with pytest.raises(TransientRPCError, match=r"gave up after 3 attempt\(s\)") as e:
                     await client.call("eth_chainId")
                 assert e.value.code == 503
-                assert "add another endpoint to rpc_urls" in str(e.value)
+                assert "add another endpoint to the chain's rpc_urls in rtrm.toml" in str(e.value)
                 assert client.stats().gave_up == 1
                 assert client.stats().endpoints[0].errors == {"http_5xx": 3}
 

@@ -179,7 +179,8 @@ def test_plan_validation() -> None:
 def test_malform_breaks_a_header_or_a_log_never_into_a_plausible_value(draw: float) -> None:
     word = "0x" + "ab" * 32
     header = {"number": "0x5", "hash": word, "parentHash": word, "timestamp": "0x1"}
-    log = {"blockNumber": "0x5", "logIndex": "0x0", "transactionHash": word, "topics": [word]}
+    log: dict[str, Any] = {"blockNumber": "0x5", "blockHash": word, "logIndex": "0x0"}
+    log |= {"transactionHash": word, "topics": [word]}
     batch: list[dict[str, Any]] = [{"id": 1, "result": False}, {"id": 2, "result": dict(header)}]
     assert malform(batch, draw)
     broken = batch[1]["result"]
@@ -194,6 +195,10 @@ def test_malform_breaks_a_header_or_a_log_never_into_a_plausible_value(draw: flo
     first, second = single["result"]
     assert first != log
     assert second == log
+    if isinstance(first, dict):  # one field broken (or dropped), into no hash, no number
+        changed = {k for k in log if first.get(k, "dropped") != log[k]}
+        assert len(changed) == 1
+        assert first.get(changed.pop()) not in (word, "0x5", "0x0", [word])
     assert not malform({"id": 4, "result": "0x1"}, draw)
     assert not malform({"id": 5, "result": []}, draw)
 

@@ -1,4 +1,5 @@
-"""Fixtures for indexer tests: a small seeded, crashed devnet shared by a module.
+"""Fixtures for indexer tests: a small seeded, crashed devnet shared by a module, and a
+smaller one of a test's own, for tests that mine blocks or reorganise the chain.
 
 ``store_url`` (SQLite and PostgreSQL) comes from ``tests/conftest.py``.
 """
@@ -34,3 +35,18 @@ def small_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         for n in nodes:
             n.stop()
+
+
+@pytest.fixture
+def devnet(tmp_path: Any) -> Iterator[Any]:
+    """A small chain of the test's own (8 users), for tests that mine blocks."""
+    from chains.devnet import DevnetOptions, up
+
+    state, nodes = up(
+        DevnetOptions(chains=1, users=8, seed=11, block_time_s=0, state_dir=tmp_path / "net")
+    )
+    try:
+        yield state
+    finally:
+        for node in nodes:
+            node.stop()

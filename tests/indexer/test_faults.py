@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from rtrm_testing import index_once, store_fingerprint
 
+from chains import faultplan
 from chains.endpoints import RpcPolicy
 from chains.faultplan import Fault, FaultPlan, FaultRule, RangeLimitStyle
 from chains.faultproxy import FaultProxy
@@ -152,6 +153,75 @@ def test_malformed_headers_and_logs_are_read_again_never_trusted(
     assert store_fingerprint(store_url, small_devnet.nodes[0].chain_id) == reference
     assert "malformed" in caplog.text
     assert "unexpected" not in caplog.text  # every break was recognised for what it is
+
+
+@pytest.fixture(
+    params=[value for key, value in faultplan._LOG_BREAKS if key == "blockHash"],
+    ids=["null", "not-hex", "upper-case"],
+)
+def block_hash_break(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """One of the fault proxy's ``blockHash`` breaks, made its only log break."""
+    monkeypatch.setattr(faultplan, "_LOG_BREAKS", (("blockHash", request.param),))
+    return request.param
+
+
+def test_malformed_block_hashes_are_read_again_never_stored(
+    small_devnet: Any,
+    reference: dict[str, Any],
+    store_url: str,
+    caplog: pytest.LogCaptureFixture,
+    block_hash_break: Any,
+) -> None:
+    """Every other answer to ``eth_getLogs`` has its first log's ``blockHash`` null, not
+    hex or in upper case: each range is read again; no false reorg, and the ledger and the
+    cursor hold the node's hashes only (a bad one used to become the cursor's hash, or break
+    a NOT NULL)."""
+    from sqlalchemy import text
+
+    from chains.rpc import RpcClient
+    from indexer.store import open_store
+
+    rule = FaultRule(Fault.MALFORMED, every_k=2, methods=frozenset({"eth_getLogs"}))
+    url, node = store_url, small_devnet.nodes[0]
+    with FaultProxy.start(node.rpc_url, FaultPlan(rules=(rule,), seed=11)) as proxy:
+        outcomes = index_once(
+            small_devnet.config_path,
+            url,
+            rpc_urls=(proxy.url,),
+            options=IndexerOptions(rpc=FAST_RPC, max_span=4),
+        )
+        injected = proxy.stats().injected
+    assert [(o.status, o.reorgs) for o in outcomes] == [("ok", 0)]
+    assert injected.get("malformed", 0) >= 3
+    assert store_fingerprint(url, node.chain_id) == reference
+    value = block_hash_break
+    named = [line for line in caplog.messages if "): blockHash: hash " in line]
+    assert named, "no blockHash was named"
+    reason = (
+        f"{str(value)!r} is not 0x + 64"
+        if value is None or isinstance(value, str)
+        else "in lower case"
+    )
+    assert all(reason in line for line in named)
+    store = open_store(url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            params = {"c": node.chain_id}
+            ledger = conn.execute(
+                text("SELECT number, hash FROM block WHERE chain_id = :c"), params
+            )
+            stored: dict[int, str] = {int(n): str(h) for n, h in ledger}
+            cursor = conn.execute(
+                text("SELECT block_number, block_hash FROM cursor WHERE chain_id = :c"), params
+            ).one()
+    finally:
+        store.dispose()
+    with RpcClient(node.rpc_url) as client:
+        numbers = sorted({*stored, cursor[0]})
+        headers = client.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+    truth = {int(h["number"], 16): h["hash"] for h in headers}
+    assert stored == {n: truth[n] for n in stored}
+    assert cursor[1] == truth[cursor[0]]
 
 
 def test_an_unexpected_error_restarts_the_chain_instead_of_ending_the_process(

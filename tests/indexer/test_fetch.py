@@ -102,7 +102,9 @@ class _QuietThenBusy:
             for i in range(3)
         ]
 
-    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, raise_on_error: bool = True
+    ) -> list[Any]:
         return [await self.call(method, params) for method, params in calls]
 
 
@@ -187,7 +189,9 @@ class _CappedNode:
             raise RPCError(f"query returned more than {self.cap} results", code=-32005)
         return found
 
-    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, raise_on_error: bool = True
+    ) -> list[Any]:
         return [await self.call(method, params) for method, params in calls]
 
 

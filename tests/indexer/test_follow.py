@@ -15,33 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rtrm_testing import eth_price_round
 
-from chains.abi import encode_call
-from chains.deploy import DEPLOYER
 from chains.registry import load_registry
-from chains.rpc import RpcClient, hex_to_int, to_hex
-from chains.world import feed_name
+from chains.rpc import RpcClient, hex_to_int
 from indexer.runner import run_indexers
 from indexer.status import watermark
 from indexer.store import open_store
 
 pytestmark = pytest.mark.chain
-
-
-def _round(state: Any, price: int) -> int:
-    """Send one oracle round (automine) and return its block number."""
-    node = state.nodes[0]
-    feed = state.contracts[str(node.chain_id)][feed_name("ETH")]
-    tx = {
-        "from": DEPLOYER,
-        "to": feed,
-        "data": encode_call("updateAnswer(int256)", price),
-        "gas": to_hex(200_000),
-        "gasPrice": "0x0",
-    }
-    with RpcClient(node.rpc_url) as client:
-        client.call("eth_sendTransaction", [tx])
-        return hex_to_int(client.call("eth_blockNumber"))
 
 
 def test_new_blocks_are_indexed_within_a_block_time(small_devnet: Any, tmp_path: Path) -> None:
@@ -57,7 +39,7 @@ def test_new_blocks_are_indexed_within_a_block_time(small_devnet: Any, tmp_path:
     try:
         delays = []
         for i in range(5):
-            block = _round(small_devnet, 4_000_00000000 + i)
+            block = eth_price_round(small_devnet, 4_000_00000000 + i)
             mined = time.monotonic()
             while True:
                 with store.engine.connect() as conn:

@@ -194,9 +194,12 @@ def batches(draw: st.DrawFn) -> tuple[list[EventAbi], list[Any]]:
 
 def bend(draw: st.DrawFn, log: dict[str, Any]) -> None:
     """Break one field of ``log``, or write it in a way Python accepts and C leaves to it."""
-    key = draw(st.sampled_from([*log, "topics.0", "topics.1", "data.5", "lenient"]))
+    key = draw(st.sampled_from([*log, "topics.0", "topics.1", "data.5", "lenient", "upper"]))
     topics, data = log["topics"], log["data"]
-    if key == "lenient":
+    if key == "upper":  # a hash in upper case: Python rejects it, C leaves it to Python
+        field = draw(st.sampled_from(["blockHash", "transactionHash"]))
+        log[field] = "0x" + log[field][2:].upper()
+    elif key == "lenient":
         zeros = "0" * draw(st.integers(0, 40))
         number = int(log["blockNumber"], 16)
         log[draw(st.sampled_from(["blockNumber", "logIndex"]))] = f"0x{zeros}{number:x}"
@@ -332,6 +335,55 @@ def test_quantities_at_the_store_columns_limits_pack_or_fail_alike(
         if value >> limit:
             assert rows()[:2] == ("error", "MalformedLogError")
             assert f"{key}: {hex(value)} is too large to store" in rows()[2]
+
+
+BAD_HASHES = [
+    None,
+    7,
+    "",
+    "0xnot-a-hash",
+    "0x" + "AB" * 32,  # upper case: not the header's hash as text
+    "0x" + "ab" * 31 + "aB",
+    "0X" + "ab" * 32,
+    "0x" + "ab" * 31,
+    "0x" + "ab" * 33,
+    "0x" + "ab" * 31 + " a",
+    "00" + "ab" * 32,
+    "0x" + "ab" * 31 + "\u0663\u0663",
+]
+
+
+@built
+@pytest.mark.parametrize("value", BAD_HASHES, ids=repr)
+@pytest.mark.parametrize("key", ["blockHash", "transactionHash"])
+@pytest.mark.parametrize("at", [0, 2, 3, 5])
+def test_a_malformed_hash_on_any_log_fails_alike(
+    pure: Callable[[Callable[[], Any]], Any], value: Any, key: str, at: int
+) -> None:
+    """Logs 0-2 are block 1000's, 3-5 block 1001's: a bad hash on a block's first log (its
+    ledger row), a later one, or the batch's last (the cursor's hash) is the same
+    MalformedLogError on both paths, naming the field, the block and the log index."""
+    assert native.raw_rows is not None
+    batch = [good_log(i) for i in range(6)]
+    assert native.raw_rows(CHAIN, batch) is not None
+    batch[at] = batch[at] | {key: value}
+    assert native.raw_rows(CHAIN, batch) is None  # the C loop leaves it to Python
+    rows = partial(outcome, partial(_raw_rows, CHAIN, batch))
+    assert rows() == pure(rows)
+    assert rows()[:2] == ("error", "MalformedLogError")
+    where = f"block {1000 + at // 3}, tx {batch[at]['transactionHash']}, log index {at}"
+    assert where in rows()[2]
+    assert f"): {key}: " in rows()[2]
+
+
+@built
+def test_block_hashes_are_each_blocks_first_logs_on_both_paths(
+    pure: Callable[[Callable[[], Any]], Any],
+) -> None:
+    batch = [good_log(i) | {"blockHash": "0x" + f"{1000 + i // 3:064x}"} for i in range(7)]
+    rows = partial(outcome, partial(_raw_rows, CHAIN, batch))
+    assert rows() == pure(rows)
+    assert rows()[1][1] == {n: ("str", "0x" + f"{n:064x}") for n in (1000, 1001, 1002)}
 
 
 # ---------------------------------------------------------------- the fast path is taken

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rtrm_testing import seed_chain_row
 from sqlalchemy import text
 
 from indexer.copyrows import pack_row
@@ -54,24 +55,8 @@ def _wait_gone(pid: int | None, seconds: float = 10.0) -> bool:
     return not _alive(pid)
 
 
-def _seed_chain(url: str) -> None:
-    store = open_store(url)
-    try:
-        with store.transaction() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO chain (chain_id, name, genesis_hash, finality_depth, events, "
-                    "reorgs, head_block, finalized_block, updated_at) "
-                    "VALUES (:c, 'test', :g, 2, 0, 0, 0, 0, 0)"
-                ),
-                {"c": CHAIN, "g": BLOCK},
-            )
-    finally:
-        store.dispose()
-
-
 def test_commits_rows_cursor_and_counters_in_one_transaction(store_url: str) -> None:
-    _seed_chain(store_url)
+    seed_chain_row(store_url, CHAIN, BLOCK)
     writer = WriterProcess(store_url, CHAIN)
     try:
         writer.write([_rows(7, [_raw(0), _raw(1)]), _rows(8, [_raw(2)])])
@@ -92,7 +77,7 @@ def test_commits_rows_cursor_and_counters_in_one_transaction(store_url: str) -> 
 
 
 def test_a_failed_commit_is_a_store_error_and_writes_nothing(store_url: str) -> None:
-    _seed_chain(store_url)
+    seed_chain_row(store_url, CHAIN, BLOCK)
     writer = WriterProcess(store_url, CHAIN)
     broken = _rows(7, [_raw(0), _raw(0)])  # the same event twice: the key refuses it
     with pytest.raises(StoreError, match="writer process failed"):
@@ -119,7 +104,7 @@ def _count(url: str) -> tuple[int, tuple[Any, ...] | None]:
 
 
 def test_groups_sent_ahead_commit_in_order_and_are_answered_in_order(store_url: str) -> None:
-    _seed_chain(store_url)
+    seed_chain_row(store_url, CHAIN, BLOCK)
     writer = WriterProcess(store_url, CHAIN)
     try:
         writer.send([_rows(7, [_raw(0), _raw(1)])])
@@ -132,7 +117,7 @@ def test_groups_sent_ahead_commit_in_order_and_are_answered_in_order(store_url: 
 
 
 def test_a_group_sent_behind_a_failed_one_is_never_committed(store_url: str) -> None:
-    _seed_chain(store_url)
+    seed_chain_row(store_url, CHAIN, BLOCK)
     writer = WriterProcess(store_url, CHAIN)
     writer.send([_rows(7, [_raw(0), _raw(0)])])  # the same event twice: the key refuses it
     writer.send([_rows(8, [_raw(1)])])  # already on its way when the first one fails

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,21 +20,9 @@ from chains.spec import AssetSpec, ChainSpec, Registry, TokenSpec
 from chains.types import Address, AssetId, AssetKind, ChainId
 from rtrm.cli import main
 from rtrm.commands import config as config_command
-from rtrm.logs import PROJECT_PACKAGES
 from rtrm.output import dumps_json, to_json
 
 WETH = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally; put it back so other tests see the default."""
-    loggers = [logging.getLogger(), *map(logging.getLogger, PROJECT_PACKAGES)]
-    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
-    yield
-    for logger, level, handlers in saved:
-        logger.setLevel(level)
-        logger.handlers[:] = handlers
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -28,19 +27,7 @@ from chains.registry import load_registry
 from indexer.store import open_store
 from rtrm.cli import main
 from rtrm.commands import COMMANDS
-from rtrm.logs import PROJECT_PACKAGES
 from rtrm.output import dumps_json
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() configures logging globally; put it back so other tests see the default."""
-    loggers = [logging.getLogger(), *map(logging.getLogger, PROJECT_PACKAGES)]
-    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
-    yield
-    for logger, level, handlers in saved:
-        logger.setLevel(level)
-        logger.handlers[:] = handlers
 
 
 @pytest.fixture(scope="module")

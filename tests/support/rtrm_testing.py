@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -231,3 +232,77 @@ def serve_process(
                 process.wait(10)
             assert process.stdout is not None
             process.stdout.close()
+
+
+def first_chain_status(store_url: str) -> Any:
+    """``rtrm status``'s row of the store's first chain (:func:`indexer.status.chain_status`)."""
+    from indexer.status import chain_status
+
+    store = open_store(store_url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            return chain_status(conn)[0]
+    finally:
+        store.dispose()
+
+
+def eth_price_tx(state: Any, price: int) -> dict[str, Any]:
+    """A transaction sending one ETH oracle round on the devnet's first chain."""
+    from chains.deploy import DEPLOYER
+    from chains.rpc import to_hex
+    from chains.world import feed_name
+
+    node = state.nodes[0]
+    return {
+        "from": DEPLOYER,
+        "to": state.contracts[str(node.chain_id)][feed_name("ETH")],
+        "data": encode_call("updateAnswer(int256)", price),
+        "gas": to_hex(200_000),
+        "gasPrice": "0x0",
+    }
+
+
+def eth_price_round(state: Any, price: int) -> int:
+    """Send one ETH oracle round to the devnet's first chain (automine); its block number."""
+    from chains.rpc import hex_to_int
+
+    with RpcClient(state.nodes[0].rpc_url) as client:
+        client.call("eth_sendTransaction", [eth_price_tx(state, price)])
+        return hex_to_int(client.call("eth_blockNumber"))
+
+
+def mine_price_blocks(state: Any, count: int, base: int) -> int:
+    """``count`` blocks on the devnet's first chain, each with one ETH oracle round
+    (automine: a block per transaction), prices ``base``, ``base + 1``, …; the head once
+    they are all mined (anvil may answer before it mines)."""
+    from chains.rpc import hex_to_int
+
+    with RpcClient(state.nodes[0].rpc_url) as client:
+        sent = [
+            client.call("eth_sendTransaction", [eth_price_tx(state, base + i)])
+            for i in range(count)
+        ]
+        deadline = time.monotonic() + 10
+        for tx_hash in sent:
+            while client.call("eth_getTransactionReceipt", [tx_hash]) is None:
+                assert time.monotonic() < deadline, "anvil did not mine the transactions"
+                time.sleep(0.01)
+        return hex_to_int(client.call("eth_blockNumber"))
+
+
+def seed_chain_row(store_url: str, chain_id: int, genesis_hash: str) -> None:
+    """A ``chain`` row (finality depth 2, nothing indexed), as the pipeline's first start
+    writes it, for tests that write ranges directly."""
+    store = open_store(store_url)
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO chain (chain_id, name, genesis_hash, finality_depth, events, "
+                    "reorgs, head_block, finalized_block, updated_at) "
+                    "VALUES (:c, 'test', :g, 2, 0, 0, 0, 0, 0)"
+                ),
+                {"c": chain_id, "g": genesis_hash},
+            )
+    finally:
+        store.dispose()

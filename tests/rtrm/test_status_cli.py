@@ -1,0 +1,155 @@
+"""``rtrm status``: every configured chain is listed, and the store is only ever read.
+
+The chains' nodes are dead URLs here (nothing listens on port 9), so the heads are the
+stored ones and each row says why; the store is a migrated one with rows written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from chains.registry import write_registry
+from chains.spec import ChainSpec, Registry
+from chains.types import ChainId
+from indexer.store import HEAD_REVISION, open_store
+from rtrm.cli import main
+
+DEAD = ("http://127.0.0.1:9",)
+GENESIS = "0x" + "ab" * 32
+TIP = "0x" + "cd" * 32
+
+
+def _config(tmp_path: Path, database_url: str) -> Path:
+    registry = Registry(
+        chains=(
+            ChainSpec(ChainId(1), "ethereum", DEAD, 32, 12.0),
+            ChainSpec(ChainId(10), "optimism", DEAD, 0, 2.0),
+        ),
+        database_url=database_url,
+    )
+    path = tmp_path / "rtrm.toml"
+    write_registry(registry, path)
+    return path
+
+
+def _index_chain_1(url: str, *, paused: str | None = None) -> None:
+    """What `rtrm index` leaves for chain 1 after indexing blocks up to 120 of 130."""
+    store = open_store(url)
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO chain (chain_id, name, genesis_hash, finality_depth, "
+                    "paused_reason, events, reorgs, head_block, finalized_block, updated_at) "
+                    "VALUES (1, 'ethereum', :g, 32, :p, 7, 1, 130, 98, :t)"
+                ),
+                {"g": GENESIS, "p": paused, "t": time.time()},
+            )
+            conn.execute(
+                text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (1, 120, :h)"),
+                {"h": TIP},
+            )
+    finally:
+        store.dispose()
+
+
+def _status_json(config: Path, capsys: pytest.CaptureFixture[str]) -> dict[int, dict[str, object]]:
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    return {row["chain_id"]: row for row in json.loads(capsys.readouterr().out)}
+
+
+def test_every_configured_chain_is_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    _index_chain_1(url)
+    rows = _status_json(_config(tmp_path, url), capsys)
+    assert sorted(rows) == [1, 10]
+    indexed = rows[1]
+    assert indexed["state"] == "ok"
+    assert (indexed["head"], indexed["head_live"], indexed["indexed_block"]) == (130, False, 120)
+    assert (indexed["indexed_block_hash"], indexed["genesis_hash"]) == (TIP, GENESIS)
+    assert (indexed["finalized_block"], indexed["events"], indexed["reorgs"]) == (98, 7, 1)
+    assert indexed["lag_blocks"] == 10
+    assert "nodes did not answer" in str(indexed["detail"])
+    never = rows[10]
+    assert never["state"] == "not indexed yet"
+    assert never["name"] == "optimism"
+    for key in ("head", "indexed_block", "indexed_block_hash", "finalized_block", "lag_blocks"):
+        assert never[key] is None, key
+    assert (never["events"], never["reorgs"], never["head_live"]) == (0, 0, False)
+    detail = str(never["detail"])
+    assert "rtrm index" in detail
+    assert "nodes did not answer" in detail
+    assert "127.0.0.1:9" in detail
+
+
+def test_paused_and_unconfigured_chains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "500")  # the table on one line per chain
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    _index_chain_1(url, paused="the node is syncing")
+    registry = Registry(
+        chains=(ChainSpec(ChainId(10), "optimism", DEAD, 0, 2.0),), database_url=url
+    )
+    config = tmp_path / "only10.toml"
+    write_registry(registry, config)
+    rows = _status_json(config, capsys)
+    assert rows[1]["state"] == "not configured"
+    assert rows[1]["paused_reason"] == "the node is syncing"
+    assert rows[10]["state"] == "not indexed yet"
+
+    _config(tmp_path, url)
+    assert main(["--config", str(tmp_path / "rtrm.toml"), "status"]) == 0
+    table = capsys.readouterr().out
+    assert "paused: the node is syncing" in table
+    assert "not indexed yet" in table
+
+
+def test_a_missing_sqlite_store_is_an_error_and_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo" / "deeper" / "rtrm.db"
+    config = _config(tmp_path, f"sqlite:///{missing}")
+    assert main(["--config", str(config), "status"]) == 2
+    err = capsys.readouterr().err
+    assert "no store at" in err
+    assert "run `rtrm index` first" in err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_store_behind_the_schema_head_is_not_migrated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    _index_chain_1(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    assert main(["--config", str(_config(tmp_path, url)), "status"]) == 2
+    err = capsys.readouterr().err
+    assert "revision 0003" in err
+    assert HEAD_REVISION in err
+    assert "alembic upgrade head" in err
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+    engine.dispose()
+
+
+def test_an_empty_postgresql_schema_is_left_empty(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(_config(tmp_path, postgres_url)), "status"]) == 2
+    assert "no store at" in capsys.readouterr().err
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            assert inspect(conn).get_table_names() == []
+    finally:
+        engine.dispose()
