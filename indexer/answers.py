@@ -34,14 +34,18 @@ _HEADER_QUANTITIES = ("number", "timestamp")
 
 def header(value: Any, *, chain_id: int, block: object) -> Mapping[str, Any] | None:
     """``eth_getBlockByNumber(block)``'s answer: ``None`` (no such block yet) or a header
-    whose ``hash``, ``parentHash``, ``number`` and ``timestamp`` are 0x-hex."""
+    whose ``hash``, ``parentHash``, ``number`` and ``timestamp`` are 0x-hex (the hashes in
+    lower case, as in logs: they are compared as text)."""
     if value is None:
         return None
     try:
         if not isinstance(value, Mapping):
             raise MalformedError(f"a {type(value).__name__}, not a JSON object or null")
         for field in _HEADER_HASHES:
-            hex_bytes(value.get(field), WORD, field)
+            found: Any = value.get(field)
+            hex_bytes(found, WORD, field)
+            if found != found.lower():  # hashes are compared as text with the logs' and ledger's
+                raise MalformedError(f"{field} {found!r} is not in lower case, as nodes write it")
         for field in _HEADER_QUANTITIES:
             quantity: Any = value.get(field)
             try:

@@ -26,6 +26,8 @@ def test_a_header_or_null_passes() -> None:
         ({**HEADER, "hash": None}, "hash 'None'"),
         ({**HEADER, "hash": WORD[:-2]}, "hash"),
         ({**HEADER, "parentHash": 5}, "parentHash '5'"),
+        ({**HEADER, "hash": WORD.upper().replace("0X", "0x")}, "is not in lower case"),
+        ({**HEADER, "parentHash": "0x" + "CD" * 32}, "parentHash '0xCDCD"),
         ({**HEADER, "number": "0xzz"}, "number '0xzz'"),
         ({k: v for k, v in HEADER.items() if k != "timestamp"}, "timestamp None"),
     ],
