@@ -39,6 +39,7 @@ __all__ = [
     "checksum",
     "checksum_python",
     "hex_bytes",
+    "node_hash",
     "param_kind",
     "topic_word",
     "word_value",
@@ -111,6 +112,15 @@ def hex_bytes(value: Any, size: int | None, what: str) -> bytes:
         want = "an even number of" if size is None else str(2 * size)
         raise MalformedError(f"{what} {str(value)[:80]!r} is not 0x + {want} hex digits")
     return raw
+
+
+def node_hash(value: Any, what: str) -> str:
+    """A block or transaction hash as nodes write it, ``"0x"`` + 64 hex digits in lower
+    case (RTRM stores and compares block hashes as text: upper case would be another)."""
+    hex_bytes(value, WORD, what)
+    if value != value.lower():
+        raise MalformedError(f"{what} {str(value)[:80]!r} is not in lower case, as nodes write it")
+    return str(value)
 
 
 def topic_word(topic: Any) -> bytes:

@@ -18,7 +18,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from indexer.abiwords import QUANTITIES, WORD, MalformedError, hex_bytes
+from indexer.abiwords import QUANTITIES, MalformedError, node_hash
 from indexer.exceptions import MalformedAnswerError
 
 __all__ = ["backoff_s", "canonical_logs", "header", "reread"]
@@ -42,10 +42,7 @@ def header(value: Any, *, chain_id: int, block: object) -> Mapping[str, Any] | N
         if not isinstance(value, Mapping):
             raise MalformedError(f"a {type(value).__name__}, not a JSON object or null")
         for field in _HEADER_HASHES:
-            found: Any = value.get(field)
-            hex_bytes(found, WORD, field)
-            if found != found.lower():  # hashes are compared as text with the logs' and ledger's
-                raise MalformedError(f"{field} {found!r} is not in lower case, as nodes write it")
+            node_hash(value.get(field), field)
         for field in _HEADER_QUANTITIES:
             quantity: Any = value.get(field)
             try:

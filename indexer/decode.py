@@ -54,6 +54,7 @@ from indexer.abiwords import (
     abi_values,
     checked_address,
     hex_bytes,
+    node_hash,
     param_kind,
     topic_word,
     word_value,
@@ -433,12 +434,8 @@ def _stored_quantity(bits: int) -> Callable[[Any], object]:
 
 
 def _stored_hash(value: Any) -> object:
-    """A block or transaction hash as nodes write it: 0x + 64 hex digits in lower case
-    (a block hash is stored and compared as text: upper case would be another hash)."""
-    hex_bytes(value, WORD, "hash")
-    if value != value.lower():
-        raise MalformedError(f"hash {value!r} is not 0x + 64 hex digits in lower case")
-    return value
+    """A block or transaction hash as it is stored (:func:`indexer.abiwords.node_hash`)."""
+    return node_hash(value, "hash")
 
 
 _ENVELOPE_CHECKS: tuple[tuple[str, Callable[[Any], object]], ...] = (

@@ -40,8 +40,8 @@ from sqlalchemy import text
 
 from chains.exceptions import RPCError
 from indexer import answers
-from indexer.exceptions import ChainPausedError, MalformedAnswerError, WriterLostError
-from indexer.store import check_writer, rollback
+from indexer.exceptions import ChainPausedError, MalformedAnswerError
+from indexer.store import move_cursor, rollback
 
 if TYPE_CHECKING:
     from chains.spec import ChainSpec
@@ -294,26 +294,7 @@ class ReorgHandling:
         assert self.state is not None
         number, block_hash = ancestor
         with self.store.transaction() as conn:
-            check_writer(conn, self.chain_id)
-            moved = conn.execute(  # from where this writer left it, as every write does
-                text(
-                    "UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c "
-                    "AND block_number = :ob AND block_hash = :oh"
-                ),
-                {
-                    "c": self.chain_id,
-                    "b": number,
-                    "h": block_hash,
-                    "ob": old_tip[0],
-                    "oh": old_tip[1],
-                },
-            )
-            if not moved.rowcount:
-                raise WriterLostError(
-                    f"chain {self.chain_id}: the cursor moved under this writer (it expected "
-                    f"block {old_tip[0]}); another process writes this chain? Nothing rolled "
-                    "back; the chain restarts from the store"
-                )
+            move_cursor(conn, self.chain_id, ancestor, old_tip)  # from where it left it
             removed = rollback(conn, self.chain_id, number)
             conn.execute(
                 text(

@@ -14,11 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from indexer.exceptions import StoreError
-from indexer.store import HEAD_REVISION, Store, describe, open_store, parse_database_url
+from indexer.store import (
+    HEAD_REVISION,
+    Store,
+    describe,
+    open_store,
+    parse_database_url,
+    stored_revision,
+)
 
 __all__ = ["ChainStatus", "chain_status", "open_for_reading", "watermark"]
 
@@ -99,8 +106,7 @@ def open_for_reading(url: str) -> Store:
             raise StoreError(f"no store at {url}; run `rtrm index` first (it creates it)")
     store = open_store(url, migrate=False)
     try:
-        with store.engine.connect() as conn:
-            revision = _stored_revision(conn)
+        revision = stored_revision(store)
     except SQLAlchemyError as exc:
         store.dispose()
         raise StoreError(
@@ -121,10 +127,3 @@ def open_for_reading(url: str) -> Store:
         f"the store at {store.url} is at revision {revision}, this rtrm reads "
         f"{HEAD_REVISION}; run `rtrm index` (it migrates the store) or `alembic upgrade head`"
     )
-
-
-def _stored_revision(conn: Connection) -> str | None:
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    return None if revision is None else str(revision)

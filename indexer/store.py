@@ -72,10 +72,12 @@ __all__ = [
     "WriterLock",
     "check_writer",
     "describe",
+    "move_cursor",
     "open_store",
     "parse_database_url",
     "reset_chain",
     "rollback",
+    "stored_revision",
     "upgrade",
 ]
 
@@ -128,7 +130,7 @@ class Store:
         if self.dialect != "postgresql":
             return WriterLock(None, chain_id)
         conn = self.engine.connect()
-        key = {"ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id)}
+        key = _lock_params(chain_id)
         try:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :chain)"), key).scalar()
             pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
@@ -241,7 +243,7 @@ class WriterLock:
         if conn is None:
             return self.pid is None
         try:
-            found = conn.execute(_HELD, _held_params(self.chain_id, self.pid)).first()
+            found = conn.execute(_HELD, _lock_params(self.chain_id, pid=self.pid)).first()
             conn.commit()
         except SQLAlchemyError:  # the session is gone
             return False
@@ -254,7 +256,7 @@ class WriterLock:
         if conn is None:
             return
         try:
-            key = {"ns": _LOCK_NAMESPACE, "chain": _lock_key(self.chain_id)}
+            key = _lock_params(self.chain_id)
             conn.execute(text("SELECT pg_advisory_unlock(:ns, :chain)"), key)
             conn.commit()
         except SQLAlchemyError:  # the session already ended: so did its lock
@@ -272,8 +274,9 @@ _HELD = text(
 )
 
 
-def _held_params(chain_id: int, pid: int | None) -> dict[str, int | None]:
-    return {"pid": pid, "ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id)}
+def _lock_params(chain_id: int, **holder: int | None) -> dict[str, int | None]:
+    """The advisory lock's keys (namespace, chain), and for ``_HELD`` its holder's pid."""
+    return {"ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id), **holder}
 
 
 def check_writer(conn: Connection, chain_id: int) -> None:
@@ -286,12 +289,47 @@ def check_writer(conn: Connection, chain_id: int) -> None:
     pid = pids.get(chain_id) if pids else None
     if pid is None:
         return
-    if conn.execute(_HELD, _held_params(chain_id, pid)).first() is None:
+    if conn.execute(_HELD, _lock_params(chain_id, pid=pid)).first() is None:
         raise WriterLostError(
             f"chain {chain_id}: this indexer lost its writer lock (its database session "
             f"{pid} ended: killed, a database restart or an idle timeout); nothing written, "
             "another indexer may write the chain now"
         )
+
+
+def move_cursor(
+    conn: Connection,
+    chain_id: int,
+    to: tuple[int, str],
+    previous: tuple[int, str | None] | None,
+) -> None:
+    """In a write transaction: move the chain's cursor to ``to`` (block, hash), only from
+    ``previous``, where this writer left it (compare-and-set; None: unchecked). A cursor
+    that is elsewhere, or a writer lock this process lost (:func:`check_writer`), means
+    another process writes the chain: :class:`WriterLostError`, and the caller rolls back.
+    A chain without a cursor row gets one (a second writer racing for it fails on its key)."""
+    check_writer(conn, chain_id)
+    params = {"c": chain_id, "b": to[0], "h": to[1]}
+    update = "UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"
+    if previous is not None:
+        update += " AND block_number = :pb AND block_hash = :ph"
+        params |= {"pb": previous[0], "ph": previous[1] or ""}
+    if conn.execute(text(update), params).rowcount:
+        return
+    found = conn.execute(
+        text("SELECT block_number, block_hash FROM cursor WHERE chain_id = :c"), {"c": chain_id}
+    ).first()
+    if found is not None:
+        raise WriterLostError(
+            f"chain {chain_id}: the cursor moved under this writer (it is at block "
+            f"{found[0]}, this writer left it at block {previous[0] if previous else '?'}); "
+            "another process writes this chain? Nothing written; the chain restarts from "
+            "the store"
+        )
+    conn.execute(
+        text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
+        params,
+    )
 
 
 def _lock_key(chain_id: int) -> int:
@@ -385,7 +423,7 @@ def upgrade(store: Store) -> None:
     importing it and reading every migration script cost each command's start, and each
     writer process's, 0.1-0.2 s."""
     try:
-        if _stored_revision(store) == HEAD_REVISION:
+        if stored_revision(store) == HEAD_REVISION:
             return
         from indexer import schema  # noqa: PLC0415 - Alembic loads only when it has work
 
@@ -397,7 +435,7 @@ def upgrade(store: Store) -> None:
         ) from None
 
 
-def _stored_revision(store: Store) -> str | None:
+def stored_revision(store: Store) -> str | None:
     """The revision in ``alembic_version`` (None: no such table, a new store)."""
     with store.engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):

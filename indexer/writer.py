@@ -30,10 +30,10 @@ from indexer import native
 from indexer.abiwords import QUANTITIES, MalformedError
 from indexer.copyrows import row_struct
 from indexer.decode import decode_logs, default_decoder
-from indexer.exceptions import DecodeError, WriterLostError
+from indexer.exceptions import DecodeError
 from indexer.fetch import FetchedRange
 from indexer.state import FACT_COLUMNS, VERSION_COLUMNS, ChainState, Changes
-from indexer.store import BulkWriter, Store, check_writer
+from indexer.store import BulkWriter, Store, move_cursor
 
 __all__ = [
     "RAW_COLUMNS",
@@ -141,7 +141,7 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     # First: a writer that lost the chain fails here, before any row (on PostgreSQL the
     # cursor's row lock also makes a racing writer wait for this transaction, then fail).
-    _move_cursor(conn, chain_id, group[0].previous, group[-1])
+    move_cursor(conn, chain_id, (group[-1].last, group[-1].block_hash), group[0].previous)
     writer = BulkWriter(conn)
     writer.insert_packed("raw_event", RAW_COLUMNS, RAW_KINDS, [item.raw for item in group])
     for item in group:
@@ -161,38 +161,6 @@ def write_ranges(conn: Connection, chain_id: int, group: list[RangeRows]) -> Non
             "finalized_block = :fin, updated_at = :t WHERE chain_id = :c"
         ),
         {"c": chain_id, "e": events, "head": end.head, "fin": end.finalized, "t": time.time()},
-    )
-
-
-def _move_cursor(
-    conn: Connection, chain_id: int, previous: tuple[int, str | None] | None, end: RangeRows
-) -> None:
-    """Move the cursor to ``end``, only from ``previous`` (compare-and-set): a cursor that
-    is elsewhere, or a writer lock this process lost (:func:`indexer.store.check_writer`),
-    means another process writes the chain — :class:`WriterLostError`, and the caller's
-    transaction rolls back. A chain without a cursor row gets one (a second writer racing
-    for it fails on its key)."""
-    check_writer(conn, chain_id)
-    params = {"c": chain_id, "b": end.last, "h": end.block_hash}
-    update = "UPDATE cursor SET block_number = :b, block_hash = :h WHERE chain_id = :c"
-    if previous is not None:
-        update += " AND block_number = :pb AND block_hash = :ph"
-        params |= {"pb": previous[0], "ph": previous[1] or ""}
-    if conn.execute(text(update), params).rowcount:
-        return
-    found = conn.execute(
-        text("SELECT block_number, block_hash FROM cursor WHERE chain_id = :c"), {"c": chain_id}
-    ).first()
-    if found is not None:
-        raise WriterLostError(
-            f"chain {chain_id}: the cursor moved under this writer (it is at block "
-            f"{found[0]}, this write starts after block {previous[0] if previous else '?'}); "
-            "another process writes this chain? Nothing written; the chain restarts from "
-            "the store"
-        )
-    conn.execute(
-        text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
-        params,
     )
 
 

@@ -4,10 +4,10 @@ data is touched: database URLs RTRM cannot use, a metrics port already taken."""
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import pytest
+from rtrm_testing import seed_chain_row
 from sqlalchemy import text
 
 from chains.registry import write_registry
@@ -78,17 +78,7 @@ def test_a_metrics_port_in_use_fails_before_reset_chain_deletes_anything(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'rtrm.db'}"
-    store = open_store(url)
-    with store.transaction() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO chain (chain_id, name, genesis_hash, finality_depth, events, "
-                "reorgs, head_block, finalized_block, updated_at) "
-                "VALUES (1, 'ethereum', :g, 0, 0, 0, 5, 5, :t)"
-            ),
-            {"g": "0x" + "ab" * 32, "t": time.time()},
-        )
-    store.dispose()
+    seed_chain_row(url, 1, "0x" + "ab" * 32)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
