@@ -1,15 +1,28 @@
-"""``rtrm config show [--json]`` and ``rtrm config check``: the configuration RTRM sees.
+"""``rtrm config show [--json]`` and ``rtrm config check [--online]``: the configuration
+RTRM sees, and whether its RPC endpoints serve the chains it names.
 
 Both load ``rtrm.toml`` the way every other command does (``--config``, else
 discovery) and apply ``RTRM_*`` overrides, so what they print is what the indexer and
-the API will use. Passwords in URLs are masked; API keys embedded in an RPC URL's path
-are not detectable and are printed as configured.
+the API will use. ``show`` masks passwords in URLs; API keys embedded in an RPC URL's
+path are not detectable and are printed as configured.
+
+``check`` validates offline (exit 0, or 2 with the key path and a fix). ``check --online``
+then asks every ``rpc_urls`` entry, all at once with a short timeout, for ``eth_chainId``
+and block 0 in one batch, as the indexer's chain check does, and reports each endpoint:
+good, or one problem with its fix (no answer, another chain id, a genesis other than
+``genesis_hash``, or without one a genesis the chain's other endpoints do not serve).
+Exit 0 when every endpoint is good, 1 when one is not. The URLs it prints hide their
+credentials (:func:`hide_credentials`), path segments that look like API keys included.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Group, RenderableType
@@ -20,10 +33,46 @@ from rtrm.output import emit, make_table
 if TYPE_CHECKING:
     import argparse
 
-    from chains.spec import Registry
+    from chains.spec import ChainSpec, Registry
     from rtrm.commands import Subparsers
 
-__all__ = ["register"]
+__all__ = ["ONLINE_TIMEOUT_S", "EndpointCheck", "check_endpoints", "hide_credentials", "register"]
+
+ONLINE_TIMEOUT_S = 3.0  # per endpoint: connecting, and each read of its answer
+_MAX_PROBES = 16  # endpoints asked at once
+_CHECK_CALLS: tuple[tuple[str, list[Any]], ...] = (
+    ("eth_chainId", []),
+    ("eth_getBlockByNumber", ["0x0", False]),
+)
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_-]{20,}")  # API keys: Alchemy, Infura, QuickNode, Ankr…
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCheck:
+    """What one ``rpc_urls`` entry answered to ``rtrm config check --online``.
+
+    ``index`` is its position in the chain's ``rpc_urls``; ``url`` has its credentials
+    hidden; ``found_chain_id`` and ``genesis_hash`` are what it served (``None`` when it
+    gave no usable answer); ``problem`` names what is wrong and the fix (``None``: good).
+    """
+
+    chain_id: int
+    chain_name: str
+    index: int
+    url: str
+    found_chain_id: int | None
+    genesis_hash: str | None
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One endpoint's ``eth_chainId`` and block 0 hash, or why there are none."""
+
+    chain_id: int | None = None
+    genesis_hash: str | None = None
+    error: str | None = None
 
 
 def register(subparsers: Subparsers) -> None:
@@ -36,7 +85,18 @@ def register(subparsers: Subparsers) -> None:
     show = actions.add_parser("show", help="print chains, contracts, tokens and assets")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=show_config)
-    check = actions.add_parser("check", help="validate; exit 0 if valid, 2 if not")
+    check = actions.add_parser(
+        "check",
+        help="validate; exit 0 if valid, 2 if not",
+        description="Validate rtrm.toml: exit 0 if valid, 2 if not. With --online, also ask "
+        "every RPC endpoint for its chain id and genesis block: exit 1 if one does not answer "
+        "or serves another chain.",
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help=f"ask every rpc_url for eth_chainId and block 0 ({ONLINE_TIMEOUT_S:g} s timeout)",
+    )
     check.set_defaults(func=check_config)
 
 
@@ -52,7 +112,142 @@ def check_config(args: argparse.Namespace) -> int:
     tokens = sum(len(chain.tokens) for chain in registry.chains)
     counts = f"chains {len(registry.chains)}, contracts {contracts}, tokens {tokens}"
     print(f"ok: {registry.source}: {counts}, assets {len(registry.assets)}")
+    if not args.online:
+        return 0
+    checks = check_endpoints(registry)
+    for check in checks:
+        where = f"chain {check.chain_id} ({check.chain_name}) rpc_urls[{check.index}] {check.url}"
+        if check.problem is None:
+            found = f"chain id {check.found_chain_id}, genesis {check.genesis_hash}"
+            print(f"ok      {where}: {found}")
+        else:
+            print(f"FAILED  {where}: {check.problem}")
+    failed = sum(check.problem is not None for check in checks)
+    if failed:
+        print(f"online: {failed} of {len(checks)} endpoints failed the check (above)")
+        return 1
+    print(f"online: all {len(checks)} endpoints serve their chain")
     return 0
+
+
+def check_endpoints(
+    registry: Registry, *, timeout_s: float = ONLINE_TIMEOUT_S
+) -> list[EndpointCheck]:
+    """Every endpoint of every chain, in configuration order, asked at once and judged
+    (module docstring)."""
+    jobs = [url for chain in registry.chains for url in chain.rpc_urls]
+    with ThreadPoolExecutor(max_workers=max(1, min(_MAX_PROBES, len(jobs)))) as pool:
+        answers = iter(list(pool.map(lambda url: _ask(url, timeout_s), jobs)))
+    checks: list[EndpointCheck] = []
+    for chain in registry.chains:
+        mine = [next(answers) for _ in chain.rpc_urls]
+        for index, (answer, problem) in enumerate(zip(mine, _judge(chain, mine), strict=True)):
+            checks.append(
+                EndpointCheck(
+                    chain_id=int(chain.chain_id),
+                    chain_name=chain.name,
+                    index=index,
+                    url=hide_credentials(chain.rpc_urls[index]),
+                    found_chain_id=answer.chain_id,
+                    genesis_hash=answer.genesis_hash,
+                    problem=problem,
+                )
+            )
+    return checks
+
+
+def _ask(url: str, timeout_s: float) -> _Answer:
+    """``eth_chainId`` and block 0 from ``url`` in one batch, as the indexer's chain check
+    sends them (an endpoint that refuses batches would fail the indexer too)."""
+    from chains.exceptions import RPCError, TransientRPCError
+    from chains.rpc import RpcClient, hex_to_int
+
+    shown = hide_credentials(url)
+    if urlsplit(url).scheme in ("ws", "wss"):
+        return _Answer(
+            error="not asked: RTRM speaks JSON-RPC over HTTP(S) only; use the provider's "
+            "http(s):// URL"
+        )
+    try:
+        with RpcClient(url, timeout_s=timeout_s) as client:
+            chain_id, block = client.batch(_CHECK_CALLS)
+    except RPCError as exc:
+        verb = "did not answer" if isinstance(exc, TransientRPCError) else "answered an error"
+        return _Answer(error=f"{verb}: {str(exc).replace(url, shown)}")
+    fix = "is it this chain's Ethereum JSON-RPC URL? check rpc_urls"
+    try:
+        found = hex_to_int(chain_id)
+    except ValueError:
+        return _Answer(error=f"answered eth_chainId with {chain_id!r:.80}, not a number; {fix}")
+    genesis = block.get("hash") if isinstance(block, dict) else None
+    if not isinstance(genesis, str) or not _HASH.fullmatch(genesis):
+        return _Answer(
+            chain_id=found,
+            error=f"answered eth_getBlockByNumber(0x0) with {block!r:.120}, not block 0; {fix}",
+        )
+    return _Answer(chain_id=found, genesis_hash=genesis.lower())
+
+
+def _judge(chain: ChainSpec, answers: list[_Answer]) -> list[str | None]:
+    """Each endpoint's problem, or ``None``: the chain id must be the configured one, and
+    the genesis ``genesis_hash`` or, without one, the one the other endpoints serve (the
+    most common; on a tie, every endpoint is at fault)."""
+    configured = int(chain.chain_id)
+    urls = _urls_setting(chain)
+    problems: list[str | None] = []
+    for index, answer in enumerate(answers):
+        fix_url = f"fix rpc_urls[{index}] in {urls}"
+        if answer.error is not None:
+            problems.append(answer.error)
+        elif answer.chain_id != configured:
+            problems.append(
+                f"answers eth_chainId {answer.chain_id}, but it is configured for chain "
+                f"{configured}: it serves another network; {fix_url} (or move it to "
+                f"[chains.{answer.chain_id}])"
+            )
+        elif chain.genesis_hash is not None and answer.genesis_hash != chain.genesis_hash:
+            problems.append(
+                f"serves genesis {answer.genesis_hash}, but genesis_hash of [chains.{configured}] "
+                f"is {chain.genesis_hash}: the URL points at another network with the same chain "
+                f"id, or at a node reset since (anvil keeps no state); {fix_url}, or genesis_hash "
+                "if the chain was re-created on purpose"
+            )
+        else:
+            problems.append(None)
+    good = [i for i, problem in enumerate(problems) if problem is None]
+    served = Counter(answers[i].genesis_hash for i in good)
+    if len(served) <= 1:  # they agree
+        return problems
+    (first, first_count), (_, second_count) = served.most_common(2)
+    majority = first if first_count > second_count else None
+    for i in good:
+        genesis = answers[i].genesis_hash
+        if genesis == majority:
+            continue
+        others = "; ".join(
+            f"rpc_urls[{j}] serves {answers[j].genesis_hash}"
+            for j in good
+            if answers[j].genesis_hash != genesis
+        )
+        pin = f"set genesis_hash in [chains.{configured}] to the right one"
+        if majority is None:
+            problems[i] = (
+                f"serves genesis {genesis}, but {others}: the chain's endpoints disagree and "
+                f"no genesis is the majority; {pin} and fix the URLs that serve another"
+            )
+        else:
+            problems[i] = (
+                f"serves genesis {genesis}, unlike the chain's other endpoints ({others}): it "
+                f"points at another network or at a reset node; fix rpc_urls[{i}] in {urls} "
+                f"(and {pin}, to catch this when indexing)"
+            )
+    return problems
+
+
+def _urls_setting(chain: ChainSpec) -> str:
+    """Where the chain's RPC URLs were set: the environment override, or ``rtrm.toml``."""
+    variable = f"RTRM_CHAIN_{int(chain.chain_id)}_RPC_URLS"
+    return variable if variable in os.environ else f"[chains.{int(chain.chain_id)}] of rtrm.toml"
 
 
 def masked(registry: Registry) -> Registry:
@@ -109,6 +304,30 @@ def config_tables(registry: Registry) -> RenderableType:
         assets.add_row(asset.asset_id, asset.name, "" if asset.is_root else root, asset.peg or "")
     header = f"config: {registry.source}\ndatabase: {registry.database_url}"
     return Group(header, chains, contracts, tokens, assets)
+
+
+def hide_credentials(url: str) -> str:
+    """``url`` fit to print: its user and password, query values, and path segments that
+    look like API keys (20 or more letters, digits, ``-`` and ``_``, with a digit or a
+    capital) replaced by ``***``; the host and port stay, to tell endpoints apart."""
+    parts = urlsplit(url)
+    user, at, host = parts.netloc.rpartition("@")
+    if at:
+        name, colon, _ = user.partition(":")
+        host = f"{name}:***@{host}" if colon else f"***@{host}"
+    path = "/".join("***" if _looks_like_key(piece) else piece for piece in parts.path.split("/"))
+    query = "&".join(
+        f"{piece.partition('=')[0]}=***" if "=" in piece else "***"
+        for piece in parts.query.split("&")
+        if piece
+    )
+    return urlunsplit(parts._replace(netloc=host, path=path, query=query))
+
+
+def _looks_like_key(segment: str) -> bool:
+    return _KEY_LIKE.fullmatch(segment) is not None and any(
+        c.isdigit() or c.isupper() for c in segment
+    )
 
 
 def mask_password(url: str) -> str:

@@ -9,6 +9,13 @@ chain the store holds that is no longer configured (``state`` "not configured").
 Keys of ``--json``: ``chain_id``, ``name``, ``state``, ``head``, ``head_live``,
 ``indexed_block``, ``indexed_block_hash``, ``finalized_block``, ``events``, ``reorgs``,
 ``lag_blocks``, ``paused_reason``, ``genesis_hash``, ``detail``.
+
+The exit code is a health check (:func:`unhealthy`): 0 when every configured chain is
+healthy, 1 when one is not (paused, or none of its nodes answered), 2 for bad input (a bad
+``rtrm.toml``, database URL or store), as every command. A chain never indexed is healthy
+while its nodes answer (``rtrm index`` has not reached it yet, nothing is wrong with it);
+a chain the store holds but ``rtrm.toml`` no longer lists is not judged. Lag is shown,
+not judged: no threshold fits every chain.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ if TYPE_CHECKING:
     from indexer.status import ChainStatus
     from rtrm.commands import Subparsers
 
-__all__ = ["StatusRow", "register", "status_rows"]
+__all__ = ["StatusRow", "register", "status_rows", "unhealthy"]
 
 NOT_INDEXED = "not indexed yet"
+NOT_CONFIGURED = "not configured"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,13 @@ class StatusRow:
 
 
 def register(subparsers: Subparsers) -> None:
-    status = subparsers.add_parser("status", help="per chain: head, indexed block, lag, reorgs")
+    status = subparsers.add_parser(
+        "status",
+        help="per chain: head, indexed block, lag, reorgs",
+        description="Per configured chain: head, indexed block, lag, reorgs and state. Exit "
+        "code 0 when every configured chain is healthy, 1 when one is paused or none of its "
+        "nodes answered, 2 for bad input.",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=run_status)
 
@@ -75,7 +89,18 @@ def run_status(args: argparse.Namespace) -> int:
     heads, errors = _live_heads(registry.chains)
     rows = status_rows(registry.chains, stored, heads, errors)
     emit(rows, as_json=args.json, table=lambda: _status_table(rows))
-    return 0
+    return 1 if unhealthy(rows) else 0
+
+
+def unhealthy(rows: list[StatusRow]) -> list[StatusRow]:
+    """The configured chains that fail the health check: paused, or no node answered
+    (``head_live`` false). A chain not indexed yet passes while its nodes answer; a chain
+    not configured is not judged (nothing indexes it)."""
+    return [
+        row
+        for row in rows
+        if row.state != NOT_CONFIGURED and (row.state == "paused" or not row.head_live)
+    ]
 
 
 def status_rows(
@@ -100,16 +125,19 @@ def status_rows(
         no_head = f"nodes did not answer: {error}" if error else None
         indexed = row.indexed_block if row is not None and row.indexed_block >= 0 else None
         detail: str | None
-        if row is None or indexed is None:
+        if row is not None and row.paused_reason:  # also before its first range is written
+            state = "paused"
+            stale = f"head as stored at the last write; {no_head}" if no_head else None
+            detail = "; ".join(d for d in (row.paused_reason, stale) if d)
+        elif row is None or indexed is None:
             state, detail = NOT_INDEXED, "run `rtrm index`"
             if no_head:
                 detail = f"{detail}; {no_head}"
         else:
-            state = "paused" if row.paused_reason else "ok"
-            stale = f"head as stored at the last write; {no_head}" if no_head else None
-            detail = "; ".join(d for d in (row.paused_reason, stale) if d) or None
+            state = "ok"
+            detail = f"head as stored at the last write; {no_head}" if no_head else None
         if chain_id not in in_config:
-            state, detail = "not configured", "in the store but not in rtrm.toml"
+            state, detail = NOT_CONFIGURED, "in the store but not in rtrm.toml"
         lag = None if head is None or indexed is None else max(0, head - indexed)
         rows.append(
             StatusRow(
@@ -134,7 +162,7 @@ def status_rows(
 
 def _live_heads(chains: tuple[ChainSpec, ...]) -> tuple[dict[int, int], dict[int, str]]:
     """``eth_blockNumber`` of every chain that answers within a second, and for the
-    others the last error."""
+    others the last error (an answer that is not a block number is one)."""
     from chains.exceptions import ChainError
     from chains.rpc import RpcClient, hex_to_int
 
@@ -145,11 +173,17 @@ def _live_heads(chains: tuple[ChainSpec, ...]) -> tuple[dict[int, int], dict[int
         for url in chain.rpc_urls:
             try:
                 with RpcClient(url, timeout_s=1.0) as client:
-                    heads[chain_id] = hex_to_int(client.call("eth_blockNumber"))
-                errors.pop(chain_id, None)
-                break
+                    answer = client.call("eth_blockNumber")
             except ChainError as exc:
                 errors[chain_id] = str(exc)
+                continue
+            try:
+                heads[chain_id] = hex_to_int(answer)
+            except ValueError:
+                errors[chain_id] = f"eth_blockNumber on {url} answered {answer!r:.100}"
+                continue
+            errors.pop(chain_id, None)
+            break
     return heads, errors
 
 

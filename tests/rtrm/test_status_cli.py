@@ -1,18 +1,23 @@
-"""``rtrm status``: every configured chain is listed, and the store is only ever read.
+"""``rtrm status``: every configured chain is listed, the store is only ever read, and the
+exit code is a health check (0 healthy, 1 a chain paused or its nodes silent, 2 bad input).
 
 The chains' nodes are dead URLs here (nothing listens on port 9), so the heads are the
-stored ones and each row says why; the store is a migrated one with rows written by hand.
+stored ones and each row says why, except in the health tests, which start anvil nodes;
+the store is a migrated one with rows written by hand.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from rtrm_testing import seed_chain_row
 from sqlalchemy import create_engine, inspect, text
 
+from chains.anvil import AnvilNode
 from chains.registry import write_registry
 from chains.spec import ChainSpec, Registry
 from chains.types import ChainId
@@ -24,11 +29,15 @@ GENESIS = "0x" + "ab" * 32
 TIP = "0x" + "cd" * 32
 
 
-def _config(tmp_path: Path, database_url: str) -> Path:
+def _config(
+    tmp_path: Path, database_url: str, urls: Mapping[int, tuple[str, ...]] | None = None
+) -> Path:
+    """Chains 1 and 10, whose nodes are dead unless ``urls`` names live ones."""
+    urls = urls or {}
     registry = Registry(
         chains=(
-            ChainSpec(ChainId(1), "ethereum", DEAD, 32, 12.0),
-            ChainSpec(ChainId(10), "optimism", DEAD, 0, 2.0),
+            ChainSpec(ChainId(1), "ethereum", urls.get(1, DEAD), 32, 12.0),
+            ChainSpec(ChainId(10), "optimism", urls.get(10, DEAD), 0, 2.0),
         ),
         database_url=database_url,
     )
@@ -58,9 +67,24 @@ def _index_chain_1(url: str, *, paused: str | None = None) -> None:
         store.dispose()
 
 
-def _status_json(config: Path, capsys: pytest.CaptureFixture[str]) -> dict[int, dict[str, object]]:
-    assert main(["--config", str(config), "status", "--json"]) == 0
+def _status_json(
+    config: Path, capsys: pytest.CaptureFixture[str], *, code: int
+) -> dict[int, dict[str, object]]:
+    """``rtrm status --json`` by chain id, once its exit code was checked to be ``code``."""
+    assert main(["--config", str(config), "status", "--json"]) == code
     return {row["chain_id"]: row for row in json.loads(capsys.readouterr().out)}
+
+
+def _pause(url: str, chain_id: int, reason: str | None) -> None:
+    store = open_store(url, migrate=False)
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                text("UPDATE chain SET paused_reason = :r WHERE chain_id = :c"),
+                {"c": chain_id, "r": reason},
+            )
+    finally:
+        store.dispose()
 
 
 def test_every_configured_chain_is_listed(
@@ -68,7 +92,7 @@ def test_every_configured_chain_is_listed(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'rtrm.db'}"
     _index_chain_1(url)
-    rows = _status_json(_config(tmp_path, url), capsys)
+    rows = _status_json(_config(tmp_path, url), capsys, code=1)  # no node answered
     assert sorted(rows) == [1, 10]
     indexed = rows[1]
     assert indexed["state"] == "ok"
@@ -100,16 +124,62 @@ def test_paused_and_unconfigured_chains(
     )
     config = tmp_path / "only10.toml"
     write_registry(registry, config)
-    rows = _status_json(config, capsys)
+    rows = _status_json(config, capsys, code=1)  # chain 10's nodes do not answer
     assert rows[1]["state"] == "not configured"
     assert rows[1]["paused_reason"] == "the node is syncing"
     assert rows[10]["state"] == "not indexed yet"
 
     _config(tmp_path, url)
-    assert main(["--config", str(tmp_path / "rtrm.toml"), "status"]) == 0
+    assert main(["--config", str(tmp_path / "rtrm.toml"), "status"]) == 1
     table = capsys.readouterr().out
     assert "paused: the node is syncing" in table
     assert "not indexed yet" in table
+
+
+@pytest.mark.chain
+def test_the_exit_code_is_a_health_check(
+    anvil_factory: Callable[..., AnvilNode], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    _index_chain_1(url)
+    live = {1: (anvil_factory(1).url,), 10: (anvil_factory(10).url,)}
+    config = _config(tmp_path, url, live)
+    rows = _status_json(config, capsys, code=0)  # chain 10 not indexed yet: healthy
+    assert (rows[1]["state"], rows[1]["head_live"], rows[1]["detail"]) == ("ok", True, None)
+    assert (rows[10]["state"], rows[10]["head_live"]) == ("not indexed yet", True)
+
+    _pause(url, 1, "the node is syncing")
+    assert _status_json(config, capsys, code=1)[1]["state"] == "paused"
+    _pause(url, 1, None)
+    assert _status_json(config, capsys, code=0)[1]["state"] == "ok"
+
+    silent = _config(tmp_path, url, {1: live[1]})  # chain 10's node is dead
+    rows = _status_json(silent, capsys, code=1)
+    assert (rows[1]["head_live"], rows[10]["head_live"]) == (True, False)
+    assert "nodes did not answer" in str(rows[10]["detail"])
+    failover = _config(tmp_path, url, {1: (*DEAD, *live[1]), 10: live[10]})
+    assert _status_json(failover, capsys, code=0)[1]["head_live"] is True  # one node answers
+
+    # A paused chain the configuration no longer lists is not judged.
+    only_10 = tmp_path / "only10.toml"
+    write_registry(
+        Registry(chains=(ChainSpec(ChainId(10), "optimism", live[10], 0, 2.0),), database_url=url),
+        only_10,
+    )
+    _pause(url, 1, "the node is syncing")
+    assert _status_json(only_10, capsys, code=0)[1]["state"] == "not configured"
+
+
+def test_a_chain_paused_before_its_first_range_shows_paused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    seed_chain_row(url, 10, GENESIS)  # the first start wrote its row, then paused
+    reason = "the node is syncing (eth_syncing); waiting for it"
+    _pause(url, 10, reason)
+    row = _status_json(_config(tmp_path, url), capsys, code=1)[10]
+    assert (row["state"], row["paused_reason"], row["indexed_block"]) == ("paused", reason, None)
+    assert str(row["detail"]).startswith(reason)
 
 
 def test_a_missing_sqlite_store_is_an_error_and_is_not_created(
