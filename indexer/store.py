@@ -15,15 +15,18 @@ statements per versioned table, one per fact table, on both databases.
 A large backfill writes faster without the indexes on random keys (a transaction hash, an
 account: every insert dirties its own page): :meth:`Store.defer_indexes` drops them and
 :meth:`Store.end_deferral` builds them once the last backfill of the process is done;
-:meth:`Store.build_indexes` builds any that an interrupted backfill left missing.
+:meth:`Store.build_indexes` builds any that an interrupted backfill left missing
+(:mod:`indexer.deferral`, which also keeps several processes on one PostgreSQL store out
+of each other's way).
 
-Invariants: one writer per chain — on PostgreSQL a session advisory lock keyed by chain
-id (:meth:`Store.acquire_writer`), which each write transaction of this process checks its
-session still holds (:func:`check_writer`: a killed session, a database restart or an idle
-timeout frees the lock behind the writer's back), on SQLite a process-wide lock around
-each write transaction (SQLite has one writer anyway); on both, the cursor moves only from
-where its writer left it (a compare-and-set in the data's transaction); every write
-transaction either commits data, ledger and cursor together or nothing.
+Invariants: one writer per chain — on PostgreSQL a session advisory lock keyed by the
+store's schema and the chain id (:meth:`Store.acquire_writer`, :mod:`indexer.writerlock`),
+which each write transaction of this process checks its session still holds
+(:func:`check_writer`: a killed session, a database restart or an idle timeout frees the
+lock behind the writer's back), on SQLite a process-wide lock around each write
+transaction (SQLite has one writer anyway); on both, the cursor moves only from where its
+writer left it (a compare-and-set in the data's transaction); every write transaction
+either commits data, ledger and cursor together or nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Float,
-    Index,
     Integer,
     LargeBinary,
     String,
@@ -51,19 +53,20 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
 
+from indexer import deferral, writerlock
 from indexer.copyrows import SIGNATURE, TRAILER, unpack
-from indexer.exceptions import StoreError, WriterLockedError, WriterLostError
+from indexer.exceptions import StoreError, WriterLostError
 from indexer.models import (
     APPEND_ONLY_TABLES,
-    DEFERRABLE_INDEXES,
     VERSIONED_TABLES,
     Int256,
     metadata,
 )
+from indexer.writerlock import WriterLock, Writers, check_writer
 
 __all__ = [
     "HEAD_REVISION",
@@ -82,9 +85,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-_LOCK_NAMESPACE = 0x5254524D  # "RTRM": the advisory lock key is (namespace, chain id)
 _SQLITE_WRITE_LOCK = threading.Lock()
-_BUILD_MEMORY = "512MB"  # PostgreSQL's sort memory for building the deferred indexes
 HEAD_REVISION = "0004"  # the newest migration's (tests check it is Alembic's head)
 
 
@@ -96,10 +97,10 @@ class Store:
         self.dialect = engine.dialect.name
         self._deferring = 0  # backfills of this process running without the deferrable indexes
         self._defer_lock = threading.Lock()
-        # The backend pid of each chain's writer-lock session (PostgreSQL), for check_writer;
-        # SQLite: rtrm_write makes writes BEGIN IMMEDIATE.
-        self._writer_pids: dict[int, int] = {}
-        self._writes = engine.execution_options(rtrm_write=True, rtrm_writer_pids=self._writer_pids)
+        # This store's writer-lock sessions (PostgreSQL), for check_writer; SQLite:
+        # rtrm_write makes writes BEGIN IMMEDIATE.
+        self.writers = Writers()
+        self._writes = engine.execution_options(rtrm_write=True, rtrm_writers=self.writers)
 
     @property
     def url(self) -> str:
@@ -120,7 +121,7 @@ class Store:
 
     def acquire_writer(self, chain_id: int) -> WriterLock:
         """Take the single-writer lock of ``chain_id`` (a PostgreSQL advisory lock held by
-        a dedicated connection until :meth:`WriterLock.release`).
+        a dedicated connection until :meth:`WriterLock.release`, :mod:`indexer.writerlock`).
 
         Raises :class:`WriterLockedError` at once if another process holds it. On SQLite a
         database file has one writer at a time anyway; the lock is a no-op there. While it
@@ -129,35 +130,23 @@ class Store:
         """
         if self.dialect != "postgresql":
             return WriterLock(None, chain_id)
-        conn = self.engine.connect()
-        key = _lock_params(chain_id)
-        try:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :chain)"), key).scalar()
-            pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
-            conn.commit()
-        except BaseException:
-            conn.close()
-            raise
-        if not got:
-            conn.close()
-            raise WriterLockedError(
-                f"chain {chain_id}: another indexer holds its writer lock on {self.url}; "
-                "run one `rtrm index --chain` per chain (stop the other one first)"
-            )
-        self._writer_pids[chain_id] = pid
-        return WriterLock(conn, chain_id, pid, self._writer_pids)
+        return writerlock.acquire(self.engine, self.writers, chain_id, self.url)
 
     # ------------------------------------------------------------ deferred indexes
 
-    def defer_indexes(self) -> None:
+    def defer_indexes(self) -> str | None:
         """A large backfill starts: drop the deferrable indexes (the first backfill of the
-        process drops them, later ones are counted)."""
+        process drops them, later ones are counted). Returns None when they are dropped,
+        else why they stay (:func:`indexer.deferral.drop`: other processes write the
+        store); the backfill then writes with them."""
         with self._defer_lock:
-            self._deferring += 1
-            if self._deferring == 1:
+            if not self._deferring:
                 with self.transaction() as conn:
-                    for index in _deferrable_indexes():
-                        index.drop(conn, checkfirst=True)
+                    refused = deferral.drop(conn, self)
+                if refused is not None:
+                    return refused
+            self._deferring += 1
+            return None
 
     def end_deferral(self) -> list[str]:
         """A backfill ended: when it was the process's last one, build the indexes
@@ -166,13 +155,13 @@ class Store:
             self._deferring = max(0, self._deferring - 1)
             if self._deferring:
                 return []
-            return self._build_indexes()
+            return deferral.build(self)
 
     def build_indexes(self) -> list[str]:
         """Build every deferrable index that is missing (after an interrupted backfill),
         unless a backfill of this process is still running; returns the names built."""
         with self._defer_lock:
-            return [] if self._deferring else self._build_indexes()
+            return [] if self._deferring else deferral.build(self)
 
     def stored_events(self) -> int:
         """The events indexed into the store, all chains together (the chains' counters)."""
@@ -184,117 +173,10 @@ class Store:
     def missing_indexes(self) -> list[str]:
         """The deferrable indexes that do not exist (a backfill runs or was interrupted)."""
         with self.engine.connect() as conn:
-            return [str(ix.name) for ix in _deferrable_indexes() if not _has_index(conn, ix)]
-
-    def _build_indexes(self) -> list[str]:
-        built: list[str] = []
-        with self.transaction() as conn:
-            if self.dialect == "postgresql":  # sort in memory, not in temporary files
-                conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
-            for index in _deferrable_indexes():
-                if _has_index(conn, index):
-                    continue
-                try:
-                    index.create(conn)
-                except IntegrityError as exc:  # a duplicate raw event: never expected
-                    raise StoreError(
-                        f"cannot build {index.name} on {self.url}: {describe(exc)}; the store "
-                        "holds a duplicate event: re-index the chain (rtrm index --reset-chain)"
-                    ) from None
-                built.append(str(index.name))
-        return built
+            return deferral.missing(conn)
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _deferrable_indexes() -> list[Index]:
-    every = (index for table in metadata.tables.values() for index in table.indexes)
-    found = {str(index.name): index for index in every}
-    return [found[name] for name in DEFERRABLE_INDEXES]
-
-
-def _has_index(conn: Connection, index: Index) -> bool:
-    table = index.table
-    assert table is not None
-    return any(found["name"] == index.name for found in inspect(conn).get_indexes(table.name))
-
-
-class WriterLock:
-    """A held single-writer lock; :meth:`release` is idempotent.
-
-    ``pid`` is the backend pid of the session holding it (PostgreSQL; None on SQLite)."""
-
-    def __init__(
-        self,
-        conn: Connection | None,
-        chain_id: int,
-        pid: int | None = None,
-        registry: dict[int, int] | None = None,
-    ) -> None:
-        self._conn = conn
-        self.chain_id = chain_id
-        self.pid = pid
-        self._registry = registry
-
-    def held(self) -> bool:
-        """Whether the lock's session is alive and still holds it (SQLite: always)."""
-        conn = self._conn
-        if conn is None:
-            return self.pid is None
-        try:
-            found = conn.execute(_HELD, _lock_params(self.chain_id, pid=self.pid)).first()
-            conn.commit()
-        except SQLAlchemyError:  # the session is gone
-            return False
-        return found is not None
-
-    def release(self) -> None:
-        if self._registry is not None and self._registry.get(self.chain_id) == self.pid:
-            del self._registry[self.chain_id]  # this store writes the chain no more
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            key = _lock_params(self.chain_id)
-            conn.execute(text("SELECT pg_advisory_unlock(:ns, :chain)"), key)
-            conn.commit()
-        except SQLAlchemyError:  # the session already ended: so did its lock
-            conn.invalidate()
-        finally:
-            conn.close()  # closing the session releases the lock in any case
-
-
-# The advisory lock (namespace, chain) as pg_locks shows a two-key lock: classid, objid,
-# objsubid 2; oids are unsigned, the keys signed.
-_HELD = text(
-    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = :pid AND granted "
-    "AND classid = CAST(:ns AS bigint) & 4294967295 AND objid = CAST(:chain AS bigint) "
-    "& 4294967295 AND objsubid = 2"
-)
-
-
-def _lock_params(chain_id: int, **holder: int | None) -> dict[str, int | None]:
-    """The advisory lock's keys (namespace, chain), and for ``_HELD`` its holder's pid."""
-    return {"ns": _LOCK_NAMESPACE, "chain": _lock_key(chain_id), **holder}
-
-
-def check_writer(conn: Connection, chain_id: int) -> None:
-    """In a write transaction of ``chain_id``: raise :class:`WriterLostError` (the caller
-    rolls back) if this store holds the chain's writer lock and its session no longer does
-    — it was killed, the database restarted or timed it out, and another indexer may
-    already write the chain. A no-op on SQLite and for stores that hold no lock (a bulk
-    backfill's writer process: the cursor's compare-and-set still guards it)."""
-    pids = conn.get_execution_options().get("rtrm_writer_pids")
-    pid = pids.get(chain_id) if pids else None
-    if pid is None:
-        return
-    if conn.execute(_HELD, _lock_params(chain_id, pid=pid)).first() is None:
-        raise WriterLostError(
-            f"chain {chain_id}: this indexer lost its writer lock (its database session "
-            f"{pid} ended: killed, a database restart or an idle timeout); nothing written, "
-            "another indexer may write the chain now"
-        )
 
 
 def move_cursor(
@@ -330,12 +212,6 @@ def move_cursor(
         text("INSERT INTO cursor (chain_id, block_number, block_hash) VALUES (:c, :b, :h)"),
         params,
     )
-
-
-def _lock_key(chain_id: int) -> int:
-    """Fold a chain id into PostgreSQL's signed 32-bit advisory-lock key space."""
-    folded = chain_id % (1 << 32)
-    return folded - (1 << 32) if folded >= 1 << 31 else folded
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:

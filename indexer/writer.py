@@ -9,9 +9,10 @@ cursor and the chain's counters in **one transaction** (:class:`indexer.store.Bu
 random keys (expected events: events per block so far times the blocks left, above
 ``bulk_events`` and above the events the store already holds, since building an index
 again reads the whole table) and builds them when the sync ends
-(:meth:`indexer.store.Store.defer_indexes`), as bulk loaders do; an indexer that starts on a
-store where they are missing (an interrupted backfill) builds them after its first sync.
-``bulk_events=0`` defers on every sync (tests).
+(:meth:`indexer.store.Store.defer_indexes`), as bulk loaders do, unless other processes
+write the store (:mod:`indexer.deferral`); an indexer that starts on a store where they
+are missing (an interrupted backfill) builds them after its first sync. ``bulk_events=0``
+defers on every sync (tests).
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ class BulkLoad:
         self.store = store
         self.limit = limit
         self.active = False  # this sync runs without the deferrable indexes
+        self.declined = False  # this sync keeps them (other processes write the store)
         self.missing = False  # found missing at start: build them after the next sync
         self.stored = 0  # events in the store at start (every chain's: the indexes are shared)
         self._written = (0, 0)  # events and blocks written by the current sync
@@ -268,6 +270,7 @@ class BulkLoad:
 
     def start_sync(self) -> None:
         self._written = (0, 0)
+        self.declined = False
 
     def written(self, group: list[Prepared]) -> None:
         self._written = self._with(group)
@@ -282,7 +285,7 @@ class BulkLoad:
 
     async def before_write(self, group: list[Prepared]) -> None:
         """Defer the indexes if this sync looks large."""
-        if self.active or self.limit is None:
+        if self.active or self.declined or self.limit is None:
             return
         events, blocks = self._with(group)
         # Blocks to go at the sync's density so far, or at this group's if higher: a sync
@@ -295,7 +298,16 @@ class BulkLoad:
         if expected <= self.limit or (self.limit and expected <= self.stored):
             return  # small, or a catch-up on a large store: rebuilding would cost more
         started = time.perf_counter()
-        await asyncio.to_thread(self.store.defer_indexes)
+        refused = await asyncio.to_thread(self.store.defer_indexes)
+        if refused is not None:
+            self.declined = True
+            log.info(
+                "chain %s: about %s events to write; indexes kept: %s",
+                self.chain_id,
+                f"{expected:,.0f}",
+                refused,
+            )
+            return
         self.active = True
         log.info(
             "chain %s: about %s events to write: indexes on random keys deferred to the "

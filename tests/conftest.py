@@ -125,3 +125,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL schema (the other tests of a chain use SQLite)."""
     yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def other_postgres_url() -> Iterator[str]:
+    """A second fresh PostgreSQL schema in the same database (another store)."""
+    yield from _postgres_schema_url()

@@ -29,8 +29,9 @@ from indexer.pipeline import BatchReport, IndexerOptions
 from indexer.runner import run_indexers
 from indexer.state import Changes
 from indexer.status import watermark
-from indexer.store import _LOCK_NAMESPACE, _lock_key, open_store
+from indexer.store import open_store
 from indexer.writer import LedgerRow, RangeRows, write_ranges
+from indexer.writerlock import namespace
 
 CHAIN = 913377
 HASH = "0x" + "ab" * 32
@@ -142,7 +143,7 @@ def _lock_holder(url: str, chain_id: int) -> int | None:
                     "classid = CAST(:ns AS bigint) & 4294967295 AND objid = CAST(:c AS bigint) "
                     "& 4294967295 AND objsubid = 2"
                 ),
-                {"ns": _LOCK_NAMESPACE, "c": _lock_key(chain_id)},
+                {"ns": namespace(conn), "c": chain_id},
             ).scalar()
     finally:
         store.dispose()
