@@ -393,7 +393,8 @@ class ChainIndexer(ReorgHandling):
                 started = time.perf_counter()
                 await self.bulk.before_write(group)
                 if self._wants_writer_process():
-                    self._writer = WriterProcess(self.store.database_url, self.chain_id)
+                    held = self.store.writers.held(self.chain_id)
+                    self._writer = WriterProcess(self.store.database_url, self.chain_id, held)
                     log.info(
                         "chain %s: commits run in writer process %s until the backfill ends",
                         self.chain_id,

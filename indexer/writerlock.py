@@ -37,6 +37,17 @@ class Writers:
         self.namespace: int | None = None
         self.pids: dict[int, int] = {}
 
+    def held(self, chain_id: int) -> tuple[int, int] | None:
+        """The namespace and session pid of the lock this store holds on ``chain_id``,
+        for :meth:`adopt` in another process (None: it holds none)."""
+        pid = self.pids.get(chain_id)
+        return None if pid is None or self.namespace is None else (self.namespace, pid)
+
+    def adopt(self, chain_id: int, held: tuple[int, int]) -> None:
+        """Check, in this store's write transactions of ``chain_id``, the lock another
+        process's session holds (a bulk backfill's writer process checks its indexer's)."""
+        self.namespace, self.pids[chain_id] = held
+
     def namespace_of(self, conn: Connection) -> int:
         """The store's lock namespace (read once per store)."""
         if self.namespace is None:
@@ -118,8 +129,8 @@ def check_writer(conn: Connection, chain_id: int) -> None:
     """In a write transaction of ``chain_id``: raise :class:`WriterLostError` (the caller
     rolls back) if this store holds the chain's writer lock and its session no longer does
     — it was killed, the database restarted or timed it out, and another indexer may
-    already write the chain. A no-op on SQLite and for stores that hold no lock (a bulk
-    backfill's writer process: the cursor's compare-and-set still guards it)."""
+    already write the chain. A bulk backfill's writer process checks its indexer's lock
+    (:meth:`Writers.adopt`). A no-op on SQLite and for stores that hold no lock."""
     writers: Writers | None = conn.get_execution_options().get("rtrm_writers")
     pid = writers.pids.get(chain_id) if writers is not None else None
     if writers is None or pid is None:

@@ -23,6 +23,9 @@ Invariants:
   restarted indexer never meets a late commit.
 - A failed or dead child is a :class:`~indexer.exceptions.StoreError` in the indexer (the
   runner restarts the chain from the store); the child is stopped either way.
+- The child writes only while the indexer holds the chain's writer lock (PostgreSQL): each
+  of its transactions checks the indexer's lock session still holds it
+  (:func:`indexer.writerlock.check_writer`), besides the cursor's compare-and-set.
 - Start it from the thread that lives as long as it (the event loop's): ``PR_SET_PDEATHSIG``
   follows the thread that started the child.
 """
@@ -51,13 +54,17 @@ _START_TIMEOUT_S = 120.0
 class WriterProcess:
     """One chain's commits in a child process (module docstring)."""
 
-    def __init__(self, database_url: str, chain_id: int) -> None:
+    def __init__(
+        self, database_url: str, chain_id: int, lock: tuple[int, int] | None = None
+    ) -> None:
+        """``lock``: the indexer's writer lock (:meth:`indexer.writerlock.Writers.held`),
+        which each of the child's transactions checks is still held."""
         self.chain_id = chain_id
         context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._pipe, child_end = context.Pipe()
         self._process = context.Process(
             target=_serve,
-            args=(database_url, chain_id, child_end, os.getpid()),
+            args=(database_url, chain_id, child_end, os.getpid(), lock),
             name=f"rtrm-writer-{chain_id}",
             daemon=True,
         )
@@ -130,12 +137,16 @@ class WriterProcess:
         self._pipe.close()
 
 
-def _serve(database_url: str, chain_id: int, pipe: Pipe, parent: int) -> None:
+def _serve(
+    database_url: str, chain_id: int, pipe: Pipe, parent: int, lock: tuple[int, int] | None
+) -> None:
     """The child: commit each group received, in order, until an empty message or EOF;
     after a failed group, take the groups already sent and commit none of them (the
     indexer stops this process when it reads the failure)."""
     _die_with(parent)
     store = open_store(database_url, migrate=False)
+    if lock is not None:
+        store.writers.adopt(chain_id, lock)
     failed = False
     try:
         pipe.send(_READY)

@@ -161,3 +161,24 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
             assert _wait_gone(child), "the writer process outlived its indexer"
         finally:
             parent.kill()
+
+
+def test_the_child_stops_writing_once_the_indexer_lost_its_lock(postgres_url: str) -> None:
+    """The child checks the indexer's writer lock in each transaction: after the lock's
+    session is killed (another indexer may write the chain now) it commits nothing."""
+    seed_chain_row(postgres_url, CHAIN, BLOCK)
+    store = open_store(postgres_url, migrate=False)
+    lock = store.acquire_writer(CHAIN)
+    writer = WriterProcess(postgres_url, CHAIN, store.writers.held(CHAIN))
+    try:
+        writer.write([_rows(7, [_raw(0)])])
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lock.pid})
+        with pytest.raises(StoreError, match="lost its writer lock"):
+            writer.write([_rows(8, [_raw(1)])])
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM raw_event")).scalar() == 1
+    finally:
+        writer.close()
+        lock.release()
+        store.dispose()
