@@ -27,6 +27,10 @@ Invariants:
   ``reverify_interval_s``, which bounds how long a silent switch behind a load balancer
   goes unseen. A mismatch raises ``ChainIdMismatchError`` / ``GenesisMismatchError``.
 - Batch answers are matched to requests by id, never by position.
+- URLs are connected to as configured, and named in errors and logs with their
+  credentials hidden (:mod:`chains.urls`); :attr:`AsyncRpcClient.urls`,
+  :meth:`~AsyncRpcClient.ranked_urls` and the stats keep them as configured, to match
+  against, not to print.
 - JSON is encoded and parsed with orjson when installed, else the standard library.
 """
 
@@ -39,7 +43,6 @@ import time
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -59,6 +62,7 @@ from chains.rpcwire import (
     result_of,
     rpc_failure,
 )
+from chains.urls import hide_credentials, rpc_url_problem
 
 __all__ = ["AsyncRpcClient", "ClientStats", "EndpointStats", "RpcPolicy"]
 
@@ -106,11 +110,11 @@ class AsyncRpcClient:
         if not urls:
             raise ConfigError(f"no RPC URL{where}; add one to rpc_urls in rtrm.toml")
         for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(f"unsupported RPC URL {url!r}{where}; expected http(s)://host")
+            if (problem := rpc_url_problem(url)) is not None:
+                raise ConfigError(f"unsupported RPC URL{where}: {problem}")
         if len(set(urls)) != len(urls):
-            raise ConfigError(f"duplicate RPC URL in {urls}{where}; list each endpoint once")
+            twice = hide_credentials(next(url for url in urls if urls.count(url) > 1))
+            raise ConfigError(f"duplicate RPC URL {twice!r}{where}; list each endpoint once")
         self.chain_id = chain_id
         self.policy = policy or RpcPolicy()
         self._guard = ChainGuard(
@@ -175,6 +179,7 @@ class AsyncRpcClient:
 
     @property
     def urls(self) -> tuple[str, ...]:
+        """The endpoints in configured order, as configured (credentials included)."""
         return tuple(ep.url for ep in self._endpoints)
 
     @property
@@ -258,7 +263,7 @@ class AsyncRpcClient:
         """The hash of block 0 (checked against ``expected_genesis_hash`` if given)."""
         block = await self.call("eth_getBlockByNumber", ["0x0", False])
         if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
-            urls = ", ".join(self.urls)
+            urls = ", ".join(ep.shown_url for ep in self._endpoints)
             raise RPCError(f"eth_getBlockByNumber(0) on {urls} returned no block: {block!r:.200}")
         return str(block["hash"]).lower()
 
@@ -344,7 +349,9 @@ class AsyncRpcClient:
                     continue  # the others may serve the chain
                 if not isinstance(last, TransientRPCError):
                     raise last from last.__cause__
-                logger.debug("%s failed on %s (%s); retrying", label, endpoint.url, failure.kind)
+                logger.debug(
+                    "%s failed on %s (%s); retrying", label, endpoint.shown_url, failure.kind
+                )
         self._gave_up += 1
         raise self._give_up_error(label, last, attempts, time.monotonic() - start, reason)
 
@@ -392,14 +399,14 @@ class AsyncRpcClient:
             if wrong_chain:
                 logger.warning(
                     "RPC endpoint %s benched for %.1fs, its answers unused: %s",
-                    ep.url,
+                    ep.shown_url,
                     ep.benched_until - now,
                     failure.error,
                 )
                 return
             logger.warning(
                 "RPC endpoint %s benched for %.1fs after repeated failures (last: %s)",
-                ep.url,
+                ep.shown_url,
                 ep.benched_until - now,
                 failure.error,
             )
@@ -411,7 +418,8 @@ class AsyncRpcClient:
         chain = f"chain {self.chain_id} " if self.chain_id is not None else ""
         error = cls(
             f"{label}: gave up after {attempts} attempt(s) in {elapsed_s:.1f}s ({reason}) on "
-            f"{chain}endpoints {', '.join(self.urls)}; last error: {last or 'none'}. Check that "
+            f"{chain}endpoints {', '.join(ep.shown_url for ep in self._endpoints)}; last error: "
+            f"{last or 'none'}. Check that "
             "the nodes are up, or add another endpoint to the chain's rpc_urls in rtrm.toml (or "
             "RTRM_CHAIN_<ID>_RPC_URLS); calling the client directly, raise "
             "RpcPolicy.call_timeout_s / max_attempts",
@@ -433,7 +441,7 @@ class AsyncRpcClient:
             if now + wait >= deadline:
                 ep.bucket.refund(cost)
                 text = (
-                    f"{label} on {ep.url}: the client-side rate limit "
+                    f"{label} on {ep.shown_url}: the client-side rate limit "
                     f"({ep.bucket.rate_per_s:g} calls/s) would delay this call past its "
                     "deadline; raise the chain's rpc_rate_limit_per_s in rtrm.toml (if the "
                     "provider allows it)"
@@ -489,8 +497,8 @@ class AsyncRpcClient:
                 result_of(raw, url=ep.url, method="eth_chainId")
         except AttemptError as failure:
             self._record_failure(ep, failure)
-            logger.warning("re-probe of RPC endpoint %s failed: %s", ep.url, failure.error)
+            logger.warning("re-probe of RPC endpoint %s failed: %s", ep.shown_url, failure.error)
             return
         if latency_s is not None:
             ep.record_success(latency_s)
-        logger.info("RPC endpoint %s answers again after its cool-down", ep.url)
+        logger.info("RPC endpoint %s answers again after its cool-down", ep.shown_url)

@@ -90,7 +90,7 @@ class ChainGuard:
             raise invalid("eth_chainId", ep.url, f"not a hex quantity: {answer!r:.100}") from None
         if found != expected:
             message = (
-                f"{ep.url} answers eth_chainId {found}, but it is configured for chain "
+                f"{ep.shown_url} answers eth_chainId {found}, but it is configured for chain "
                 f"{expected}: it serves another network. Fix rpc_urls of chain {expected} "
                 "in rtrm.toml"
             )
@@ -111,13 +111,15 @@ class ChainGuard:
         found = found.lower()
         if self.genesis is None:
             self.genesis = found
-            self._genesis_source = f"first seen on {ep.url}"
-            logger.info("chain %s: genesis %s (first seen on %s)", self.chain_id, found, ep.url)
+            self._genesis_source = f"first seen on {ep.shown_url}"
+            logger.info(
+                "chain %s: genesis %s (first seen on %s)", self.chain_id, found, ep.shown_url
+            )
             return
         if found != self.genesis:
             chain = f"chain {self.chain_id}" if self.chain_id is not None else "the chain"
             message = (
-                f"{ep.url} serves a chain whose block 0 hash is {found}, but {chain} has "
+                f"{ep.shown_url} serves a chain whose block 0 hash is {found}, but {chain} has "
                 f"genesis {self.genesis} ({self._genesis_source}): the node was restarted "
                 "with a fresh state (anvil keeps none) or the URL now points at another "
                 "network. Its data must not be mixed with what is indexed: re-index the chain "

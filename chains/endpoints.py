@@ -37,6 +37,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chains.urls import hide_credentials
+
 __all__ = [
     "ClientStats",
     "Endpoint",
@@ -133,7 +135,10 @@ class TokenBucket:
 
 @dataclass(frozen=True, slots=True)
 class EndpointStats:
-    """Counters of one endpoint since the client was created (a snapshot)."""
+    """Counters of one endpoint since the client was created (a snapshot).
+
+    ``url`` is the endpoint as configured, credentials included: a key to match, not a
+    label to print or export (:func:`chains.urls.hide_credentials`)."""
 
     url: str
     requests: int  # HTTP requests sent (a batch is one)
@@ -176,7 +181,8 @@ class Endpoint:
     def __init__(
         self, url: str, index: int, policy: RpcPolicy, now: float, *, benchable: bool = True
     ) -> None:
-        self.url = url
+        self.url = url  # connected to as configured; messages and logs name shown_url
+        self.shown_url = hide_credentials(url)
         self.index = index
         self.benchable = benchable  # a lone endpoint is never benched: nothing to rank
         self._policy = policy

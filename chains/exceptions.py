@@ -1,8 +1,9 @@
 """Errors raised by the ``chains`` package.
 
 Every message names what is involved (chain id, URL, address, file) and says what to
-do next. Callers catch :class:`ChainError` to handle any of them; subclasses also
-inherit the builtin a caller would naturally expect.
+do next; a URL is named with its credentials hidden (:mod:`chains.urls`). Callers catch
+:class:`ChainError` to handle any of them; subclasses also inherit the builtin a caller
+would naturally expect.
 
 ::
 
@@ -24,6 +25,8 @@ inherit the builtin a caller would naturally expect.
 from __future__ import annotations
 
 from typing import Any
+
+from chains.urls import redact
 
 
 class ChainError(Exception):
@@ -60,8 +63,11 @@ class ArtifactError(ChainError):
 class RPCError(ChainError):
     """A JSON-RPC request failed; ``code`` is the JSON-RPC error code when there is one.
 
-    ``data`` is the error's ``data`` member when it is kept (e.g. the range a provider
-    suggests with an ``eth_getLogs`` range-limit error).
+    ``url`` is the endpoint as configured, credentials included: it is for matching, never
+    for printing (use :func:`chains.urls.hide_credentials`). The message is fit to print:
+    ``url``'s credentials are taken out of it (:func:`chains.urls.redact`), wherever the
+    text quoting them came from. ``data`` is the error's ``data`` member when it is kept
+    (e.g. the range a provider suggests with an ``eth_getLogs`` range-limit error).
     """
 
     def __init__(
@@ -72,7 +78,7 @@ class RPCError(ChainError):
         url: str | None = None,
         data: Any = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact(message, url) if url else message)
         self.code = code
         self.url = url
         self.data = data

@@ -60,6 +60,7 @@ from chains.faultplan import (
     malform,
 )
 from chains.rpcwire import dumps, loads
+from chains.urls import hide_credentials
 
 __all__ = ["FaultProxy", "ProxyStats"]
 
@@ -457,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     with FaultProxy.start(args.upstream, plan, port=args.port) as proxy:
         proxy.set_syncing(args.lag)
-        print(f"fault proxy {proxy.url} -> {args.upstream}; Ctrl-C to stop", flush=True)
+        upstream = hide_credentials(args.upstream)
+        print(f"fault proxy {proxy.url} -> {upstream}; Ctrl-C to stop", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
         print(f"injected: {dict(proxy.stats().injected)}")

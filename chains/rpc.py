@@ -11,10 +11,13 @@ Invariants:
 - A request is re-sent only when a *reused* keep-alive connection turns out to have been
   closed by the server before answering; nothing else is retried here (the caller
   decides, guided by :class:`~chains.exceptions.TransientRPCError`).
-- Every error message names the JSON-RPC method, the URL and what to do next. Errors
-  that may succeed on retry are ``TransientRPCError`` (``RPCConnectionError`` when the
-  endpoint could not be reached); a revert is ``ExecutionRevertedError`` with ``reason``
-  decoded from the revert data; anything else is a plain ``RPCError`` with its ``code``.
+- Every error message names the JSON-RPC method, the URL and what to do next; the URL's
+  credentials are hidden there (every :class:`~chains.exceptions.RPCError` hides those
+  of its ``url``), while ``RpcClient.url`` and the error's ``url`` stay as configured.
+  Errors that may succeed on retry are ``TransientRPCError`` (``RPCConnectionError``
+  when the endpoint could not be reached); a revert is ``ExecutionRevertedError`` with
+  ``reason`` decoded from the revert data; anything else is a plain ``RPCError`` with
+  its ``code``.
 - Batch responses are matched to requests by id, never by position.
 """
 
@@ -39,6 +42,7 @@ from chains.exceptions import (
     RPCError,
     TransientRPCError,
 )
+from chains.urls import rpc_url_problem
 
 __all__ = [
     "RpcClient",
@@ -70,13 +74,13 @@ class RpcClient:
     """Synchronous JSON-RPC over HTTP(S) with a persistent keep-alive connection."""
 
     def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
+        if (problem := rpc_url_problem(url)) is not None:
+            raise RPCError(f"unsupported RPC URL: {problem}", url=url)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RPCError(f"unsupported RPC URL {url!r}; expected http(s)://host:port", url=url)
         self.url = url
         self.timeout_s = timeout_s
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
+        self._host = str(parts.hostname)  # rpc_url_problem: there is one
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -20,6 +20,7 @@ from typing import Any
 
 from chains.exceptions import DevnetError, ExecutionRevertedError, RPCError
 from chains.rpc import RpcClient, hex_to_int, to_hex
+from chains.urls import hide_credentials
 
 __all__ = ["MinedStats", "TxSender"]
 
@@ -138,8 +139,9 @@ class TxSender:
         hashes: list[str] = block["transactions"]
         if len(hashes) != len(chunk):
             raise DevnetError(
-                f"chain {self.client.url}: sent {len(chunk)} transactions but the block holds "
-                f"{len(hashes)}; the node dropped some (is another process mining it?)"
+                f"chain {hide_credentials(self.client.url)}: sent {len(chunk)} transactions but "
+                f"the block holds {len(hashes)}; the node dropped some (is another process "
+                "mining it?)"
             )
         logs: list[dict[str, Any]] = self.client.call("eth_getLogs", [{"blockHash": block["hash"]}])
         stats = self.stats

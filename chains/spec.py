@@ -11,7 +11,8 @@ one loaded from a file:
 - addresses are EIP-55 checksummed; an all-lowercase (or all-uppercase) address is
   checksummed on the way in, a wrongly mixed-case one is rejected as a likely typo;
 - chain ids are positive and unique; finality depth >= 0; block time > 0 seconds;
-  RPC URLs are http(s) or ws(s);
+  RPC URLs are http(s) with a host (:func:`chains.urls.rpc_url_problem`: both clients
+  speak HTTP only, so a ws(s) URL is refused with its fix);
 - within a chain, contract names, token symbols, contract addresses and token
   addresses are each unique (a token may share its address with a contract: a vault
   is both);
@@ -31,17 +32,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from eth_utils.address import to_checksum_address
 
 from chains.exceptions import ConfigError, UnknownChainError
 from chains.types import Address, AssetId, AssetKind, BlockNumber, ChainId, ContractKind
+from chains.urls import rpc_url_problem
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "MAX_DECIMALS",
-    "RPC_SCHEMES",
     "AssetSpec",
     "ChainSpec",
     "ContractSpec",
@@ -55,7 +55,6 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite:///.rtrm/rtrm.db"  # relative to the working directory
 MAX_DECIMALS = 36
-RPC_SCHEMES = ("http", "https", "ws", "wss")
 
 _MAX_CHAIN_ID = 1 << 63  # chain ids are BIGINT in the store
 _ROOT = AssetId("")  # AssetSpec.underlying before it defaults to the asset itself
@@ -267,13 +266,9 @@ class ChainSpec:
     def _check_rpc_urls(self, key: str) -> None:
         if not self.rpc_urls:
             raise ConfigError(f'{key}: is empty; list at least one, e.g. ["http://127.0.0.1:8545"]')
-        for url in self.rpc_urls:
-            parts = urlsplit(url)
-            if parts.scheme not in RPC_SCHEMES or not parts.netloc:
-                raise ConfigError(
-                    f"{key}: {url!r} is not an RPC URL; use http://, https://, ws:// or wss:// "
-                    "with a host, e.g. http://127.0.0.1:8545"
-                )
+        for index, url in enumerate(self.rpc_urls):
+            if (problem := rpc_url_problem(url)) is not None:
+                raise ConfigError(f"{key}[{index}]: {problem}")
 
     @property
     def label(self) -> str:

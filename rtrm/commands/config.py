@@ -3,8 +3,9 @@ RTRM sees, and whether its RPC endpoints serve the chains it names.
 
 Both load ``rtrm.toml`` the way every other command does (``--config``, else
 discovery) and apply ``RTRM_*`` overrides, so what they print is what the indexer and
-the API will use. ``show`` masks passwords in URLs; API keys embedded in an RPC URL's
-path are not detectable and are printed as configured.
+the API will use. ``show`` masks the database URL's password and prints RPC URLs with
+their credentials hidden (:func:`chains.urls.hide_credentials`: user and password, query
+values, path segments that look like API keys).
 
 ``check`` validates offline (exit 0, or 2 with the key path and a fix). ``check --online``
 then asks every ``rpc_urls`` entry, all at once with a short timeout, for ``eth_chainId``
@@ -12,7 +13,8 @@ and block 0 in one batch, as the indexer's chain check does, and reports each en
 good, or one problem with its fix (no answer, another chain id, a genesis other than
 ``genesis_hash``, or without one a genesis the chain's other endpoints do not serve).
 Exit 0 when every endpoint is good, 1 when one is not. The URLs it prints hide their
-credentials (:func:`hide_credentials`), path segments that look like API keys included.
+credentials, as everywhere. A ``ws(s)://`` URL never gets here: validation refuses it
+(RTRM's clients speak HTTP(S) only).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Group, RenderableType
 
+from chains.urls import hide_credentials
 from rtrm.commands import load_config
 from rtrm.output import emit, make_table
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from chains.spec import ChainSpec, Registry
     from rtrm.commands import Subparsers
 
-__all__ = ["ONLINE_TIMEOUT_S", "EndpointCheck", "check_endpoints", "hide_credentials", "register"]
+__all__ = ["ONLINE_TIMEOUT_S", "EndpointCheck", "check_endpoints", "register", "urls_setting"]
 
 ONLINE_TIMEOUT_S = 3.0  # per endpoint: connecting, and each read of its answer
 _MAX_PROBES = 16  # endpoints asked at once
@@ -45,7 +48,6 @@ _CHECK_CALLS: tuple[tuple[str, list[Any]], ...] = (
     ("eth_getBlockByNumber", ["0x0", False]),
 )
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
-_KEY_LIKE = re.compile(r"[A-Za-z0-9_-]{20,}")  # API keys: Alchemy, Infura, QuickNode, Ankr…
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,18 +164,12 @@ def _ask(url: str, timeout_s: float) -> _Answer:
     from chains.exceptions import RPCError, TransientRPCError
     from chains.rpc import RpcClient, hex_to_int
 
-    shown = hide_credentials(url)
-    if urlsplit(url).scheme in ("ws", "wss"):
-        return _Answer(
-            error="not asked: RTRM speaks JSON-RPC over HTTP(S) only; use the provider's "
-            "http(s):// URL"
-        )
     try:
         with RpcClient(url, timeout_s=timeout_s) as client:
             chain_id, block = client.batch(_CHECK_CALLS)
-    except RPCError as exc:
+    except RPCError as exc:  # its message hides the URL's credentials
         verb = "did not answer" if isinstance(exc, TransientRPCError) else "answered an error"
-        return _Answer(error=f"{verb}: {str(exc).replace(url, shown)}")
+        return _Answer(error=f"{verb}: {exc}")
     fix = "is it this chain's Ethereum JSON-RPC URL? check rpc_urls"
     try:
         found = hex_to_int(chain_id)
@@ -193,7 +189,7 @@ def _judge(chain: ChainSpec, answers: list[_Answer]) -> list[str | None]:
     the genesis ``genesis_hash`` or, without one, the one the other endpoints serve (the
     most common; on a tie, every endpoint is at fault)."""
     configured = int(chain.chain_id)
-    urls = _urls_setting(chain)
+    urls = urls_setting(chain)
     problems: list[str | None] = []
     for index, answer in enumerate(answers):
         fix_url = f"fix rpc_urls[{index}] in {urls}"
@@ -244,16 +240,17 @@ def _judge(chain: ChainSpec, answers: list[_Answer]) -> list[str | None]:
     return problems
 
 
-def _urls_setting(chain: ChainSpec) -> str:
+def urls_setting(chain: ChainSpec) -> str:
     """Where the chain's RPC URLs were set: the environment override, or ``rtrm.toml``."""
     variable = f"RTRM_CHAIN_{int(chain.chain_id)}_RPC_URLS"
     return variable if variable in os.environ else f"[chains.{int(chain.chain_id)}] of rtrm.toml"
 
 
 def masked(registry: Registry) -> Registry:
-    """``registry`` with passwords in its database and RPC URLs replaced by ``***``."""
+    """``registry`` fit to print: its RPC URLs with their credentials hidden, and the
+    password of its database URL replaced by ``***``."""
     chains = tuple(
-        replace(chain, rpc_urls=tuple(mask_password(url) for url in chain.rpc_urls))
+        replace(chain, rpc_urls=tuple(hide_credentials(url) for url in chain.rpc_urls))
         for chain in registry.chains
     )
     return replace(registry, chains=chains, database_url=mask_password(registry.database_url))
@@ -304,30 +301,6 @@ def config_tables(registry: Registry) -> RenderableType:
         assets.add_row(asset.asset_id, asset.name, "" if asset.is_root else root, asset.peg or "")
     header = f"config: {registry.source}\ndatabase: {registry.database_url}"
     return Group(header, chains, contracts, tokens, assets)
-
-
-def hide_credentials(url: str) -> str:
-    """``url`` fit to print: its user and password, query values, and path segments that
-    look like API keys (20 or more letters, digits, ``-`` and ``_``, with a digit or a
-    capital) replaced by ``***``; the host and port stay, to tell endpoints apart."""
-    parts = urlsplit(url)
-    user, at, host = parts.netloc.rpartition("@")
-    if at:
-        name, colon, _ = user.partition(":")
-        host = f"{name}:***@{host}" if colon else f"***@{host}"
-    path = "/".join("***" if _looks_like_key(piece) else piece for piece in parts.path.split("/"))
-    query = "&".join(
-        f"{piece.partition('=')[0]}=***" if "=" in piece else "***"
-        for piece in parts.query.split("&")
-        if piece
-    )
-    return urlunsplit(parts._replace(netloc=host, path=path, query=query))
-
-
-def _looks_like_key(segment: str) -> bool:
-    return _KEY_LIKE.fullmatch(segment) is not None and any(
-        c.isdigit() or c.isupper() for c in segment
-    )
 
 
 def mask_password(url: str) -> str:

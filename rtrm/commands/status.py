@@ -1,9 +1,12 @@
 """``rtrm status [--json]``: per configured chain, what the store holds and how far behind.
 
 Reads the store (never creates, migrates or writes it: a missing store, or one behind the
-schema's head, is an error saying what to run) and asks each chain's nodes for their head
-with a short timeout; a chain whose nodes do not answer shows the head recorded at its
-last write, and why the nodes did not answer. Every chain of ``rtrm.toml`` is listed, a
+schema's head, is an error saying what to run) and asks each chain's nodes, in configured
+order with a short timeout, for their chain id and head in one batch: the head is the
+first endpoint's that answers *and* serves the chain (``eth_chainId`` the configured
+one). A chain no endpoint served shows the head recorded at its last write, and each
+endpoint's problem (no answer, an error, another chain id); a chain served by a later
+endpoint names the problems of those before it. Every chain of ``rtrm.toml`` is listed, a
 chain never indexed too (``state`` "not indexed yet", block fields ``null``), and so is a
 chain the store holds that is no longer configured (``state`` "not configured").
 Keys of ``--json``: ``chain_id``, ``name``, ``state``, ``head``, ``head_live``,
@@ -11,18 +14,20 @@ Keys of ``--json``: ``chain_id``, ``name``, ``state``, ``head``, ``head_live``,
 ``lag_blocks``, ``paused_reason``, ``genesis_hash``, ``detail``.
 
 The exit code is a health check (:func:`unhealthy`): 0 when every configured chain is
-healthy, 1 when one is not (paused, or none of its nodes answered), 2 for bad input (a bad
+healthy, 1 when one is not (paused, or none of its nodes served it), 2 for bad input (a bad
 ``rtrm.toml``, database URL or store), as every command. A chain never indexed is healthy
-while its nodes answer (``rtrm index`` has not reached it yet, nothing is wrong with it);
+while a node serves it (``rtrm index`` has not reached it yet, nothing is wrong with it);
 a chain the store holds but ``rtrm.toml`` no longer lists is not judged. Lag is shown,
-not judged: no threshold fits every chain.
+not judged: no threshold fits every chain. URLs are shown with their credentials hidden,
+in ``detail`` and in ``paused_reason`` (a reason stored by the indexer may quote one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from chains.urls import hide_credentials, redact
 from rtrm.commands import load_config
 from rtrm.output import emit, make_table
 
@@ -39,6 +44,8 @@ __all__ = ["StatusRow", "register", "status_rows", "unhealthy"]
 
 NOT_INDEXED = "not indexed yet"
 NOT_CONFIGURED = "not configured"
+HEAD_TIMEOUT_S = 1.0  # per endpoint: connecting, and each read of its answer
+_HEAD_CALLS: tuple[tuple[str, list[Any]], ...] = (("eth_chainId", []), ("eth_blockNumber", []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +77,7 @@ def register(subparsers: Subparsers) -> None:
         help="per chain: head, indexed block, lag, reorgs",
         description="Per configured chain: head, indexed block, lag, reorgs and state. Exit "
         "code 0 when every configured chain is healthy, 1 when one is paused or none of its "
-        "nodes answered, 2 for bad input.",
+        "nodes served it (no answer, or another chain id), 2 for bad input.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=run_status)
@@ -93,9 +100,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def unhealthy(rows: list[StatusRow]) -> list[StatusRow]:
-    """The configured chains that fail the health check: paused, or no node answered
-    (``head_live`` false). A chain not indexed yet passes while its nodes answer; a chain
-    not configured is not judged (nothing indexes it)."""
+    """The configured chains that fail the health check: paused, or no node served them
+    (``head_live`` false: none answered, or with another chain id). A chain not indexed yet
+    passes while a node serves it; a chain not configured is not judged (nothing indexes
+    it)."""
     return [
         row
         for row in rows
@@ -110,7 +118,9 @@ def status_rows(
     head_errors: dict[int, str],
 ) -> list[StatusRow]:
     """Every configured chain, then the store's other chains, by chain id; ``heads`` are
-    live heads, ``head_errors`` why a chain's nodes gave none."""
+    live heads, ``head_errors`` what was wrong with the endpoints asked for one (all of
+    them when a chain has no live head, else those asked before the one that served it)."""
+    urls = {int(c.chain_id): c.rpc_urls for c in configured}
     in_store = {row.chain_id: row for row in stored}
     names = {row.chain_id: row.name for row in stored} | {
         int(c.chain_id): c.name for c in configured
@@ -122,20 +132,23 @@ def status_rows(
         live = heads.get(chain_id)
         head = live if live is not None else (row.head if row is not None else None)
         error = head_errors.get(chain_id)
-        no_head = f"nodes did not answer: {error}" if error else None
+        nodes = None if error is None else f"no live head: {error}"
+        if error is not None and live is not None:
+            nodes = f"live head from a later endpoint; {error}"
+        stale = f"head as stored at the last write; {nodes}" if nodes and live is None else nodes
         indexed = row.indexed_block if row is not None and row.indexed_block >= 0 else None
+        reason = row.paused_reason if row is not None else None
+        paused = redact(reason, *urls.get(chain_id, ())) if reason is not None else None
         detail: str | None
-        if row is not None and row.paused_reason:  # also before its first range is written
+        if paused:  # also before its first range is written
             state = "paused"
-            stale = f"head as stored at the last write; {no_head}" if no_head else None
-            detail = "; ".join(d for d in (row.paused_reason, stale) if d)
+            detail = "; ".join(d for d in (paused, stale) if d)
         elif row is None or indexed is None:
             state, detail = NOT_INDEXED, "run `rtrm index`"
-            if no_head:
-                detail = f"{detail}; {no_head}"
+            if nodes:
+                detail = f"{detail}; {nodes}"
         else:
-            state = "ok"
-            detail = f"head as stored at the last write; {no_head}" if no_head else None
+            state, detail = "ok", stale
         if chain_id not in in_config:
             state, detail = NOT_CONFIGURED, "in the store but not in rtrm.toml"
         lag = None if head is None or indexed is None else max(0, head - indexed)
@@ -152,7 +165,7 @@ def status_rows(
                 events=row.events if row is not None else 0,
                 reorgs=row.reorgs if row is not None else 0,
                 lag_blocks=lag,
-                paused_reason=row.paused_reason if row is not None else None,
+                paused_reason=paused,
                 genesis_hash=row.genesis_hash if row is not None else None,
                 detail=detail,
             )
@@ -161,30 +174,55 @@ def status_rows(
 
 
 def _live_heads(chains: tuple[ChainSpec, ...]) -> tuple[dict[int, int], dict[int, str]]:
-    """``eth_blockNumber`` of every chain that answers within a second, and for the
-    others the last error (an answer that is not a block number is one)."""
-    from chains.exceptions import ChainError
-    from chains.rpc import RpcClient, hex_to_int
-
+    """The head of every chain from the first of its endpoints that serves it (module
+    docstring), and for each chain the problems of the endpoints asked before that one
+    (of all of them when none served it), each named by its place in ``rpc_urls``."""
     heads: dict[int, int] = {}
-    errors: dict[int, str] = {}
+    problems: dict[int, str] = {}
     for chain in chains:
         chain_id = int(chain.chain_id)
-        for url in chain.rpc_urls:
-            try:
-                with RpcClient(url, timeout_s=1.0) as client:
-                    answer = client.call("eth_blockNumber")
-            except ChainError as exc:
-                errors[chain_id] = str(exc)
-                continue
-            try:
-                heads[chain_id] = hex_to_int(answer)
-            except ValueError:
-                errors[chain_id] = f"eth_blockNumber on {url} answered {answer!r:.100}"
-                continue
-            errors.pop(chain_id, None)
-            break
-    return heads, errors
+        failed: list[str] = []
+        for index, url in enumerate(chain.rpc_urls):
+            head, problem = _ask_head(chain, index, url)
+            if head is not None:
+                heads[chain_id] = head
+                break
+            failed.append(f"rpc_urls[{index}] {problem}")
+        if failed:
+            problems[chain_id] = "; ".join(failed)
+    return heads, problems
+
+
+def _ask_head(chain: ChainSpec, index: int, url: str) -> tuple[int | None, str | None]:
+    """``eth_chainId`` and ``eth_blockNumber`` from ``url`` in one batch: the head, or
+    ``None`` and why this endpoint gives none (the URL named with credentials hidden)."""
+    from chains.exceptions import RPCError, TransientRPCError
+    from chains.rpc import RpcClient, hex_to_int
+    from rtrm.commands.config import urls_setting
+
+    try:
+        with RpcClient(url, timeout_s=HEAD_TIMEOUT_S) as client:
+            chain_id, block = client.batch(_HEAD_CALLS)
+    except RPCError as exc:  # its message hides the URL's credentials
+        verb = "did not answer" if isinstance(exc, TransientRPCError) else "answered an error"
+        return None, f"{verb}: {exc}"
+    where = f"({hide_credentials(url)})"
+    configured = int(chain.chain_id)
+    try:
+        found = hex_to_int(chain_id)
+    except ValueError:
+        return None, f"{where} answered eth_chainId with {chain_id!r:.100}, not a chain id"
+    if found != configured:
+        return None, (
+            f"{where} answers eth_chainId {found}, but it is configured for chain "
+            f"{configured}: it serves another network; fix rpc_urls[{index}] in "
+            f"{urls_setting(chain)} (or move it to [chains.{found}]); `rtrm config check "
+            "--online` checks every endpoint"
+        )
+    try:
+        return hex_to_int(block), None
+    except ValueError:
+        return None, f"{where} answered eth_blockNumber with {block!r:.100}, not a block number"
 
 
 def _status_table(rows: list[StatusRow]) -> RenderableType:

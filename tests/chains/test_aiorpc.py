@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -443,6 +444,43 @@ def test_chain_id_mismatch_is_not_retried(anvil: AnvilNode) -> None:
         assert proxy.stats().received == 1
 
 
+@chain
+def test_errors_and_logs_never_quote_the_urls_credentials(
+    anvil_factory: AnvilFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An endpoint on another chain and a dead one, both with a password and an API key in
+    path and query: the indexer's client benches both with a warning and gives up on the
+    dead one alone, naming them with their credentials hidden."""
+    good, other = anvil_factory(CHAIN_ID), anvil_factory(CHAIN_ID + 1)
+    key = "AbCdEf0123456789xyzKEY"
+    dead = f"http://me:hunter2@127.0.0.1:{free_port()}/v2/{key}?apikey=sEcReT"
+    policy = replace(FAST, bench_after_failures=1)
+    caplog.set_level(logging.DEBUG, logger="chains")
+    with FaultProxy.start(other.url) as proxy:  # answers on any path, as providers do
+        port = proxy.url.rpartition(":")[2]
+        wrong = f"http://me:hunter2@127.0.0.1:{port}/v2/{key}?apikey=sEcReT"
+
+        async def scenario() -> RPCError:
+            urls = [wrong, dead, good.url]
+            async with AsyncRpcClient(urls, chain_id=CHAIN_ID, policy=policy) as client:
+                assert await client.call("eth_chainId") == hex(CHAIN_ID)
+                assert client.urls == tuple(urls)  # connected to as configured
+            brief = replace(policy, max_attempts=2)
+            async with AsyncRpcClient([dead], chain_id=CHAIN_ID, policy=brief) as client:
+                with pytest.raises(RPCConnectionError, match="gave up") as gave_up:
+                    await client.call("eth_blockNumber")
+            return gave_up.value
+
+        error = asyncio.run(scenario())
+    shown = caplog.text + str(error)
+    for secret in ("hunter2", key, "sEcReT"):
+        assert secret not in shown
+    assert f"RPC endpoint http://me:***@127.0.0.1:{port}/v2/***?apikey=*** benched" in shown
+    assert f"answers eth_chainId {CHAIN_ID + 1}, but it is configured for chain" in shown
+    assert "benched for 1.0s after repeated failures" in shown
+    assert "/v2/***?apikey=***; last error: cannot connect to http://me:***@" in str(error)
+
+
 # ---------------------------------------------------------------- lifecycle, config, pure parts
 
 
@@ -453,6 +491,11 @@ def test_configuration_errors_name_the_url() -> None:
         AsyncRpcClient(["ftp://x"])
     with pytest.raises(ConfigError, match="duplicate"):
         AsyncRpcClient(["http://a:1", "http://a:1"])
+    with pytest.raises(ConfigError, match=r"duplicate RPC URL 'http://u:\*\*\*@a:1'") as twice:
+        AsyncRpcClient(["http://u:hunter2@a:1", "http://b:1", "http://u:hunter2@a:1"])
+    with pytest.raises(ConfigError, match="WebSocket URL, but RTRM speaks") as websocket:
+        AsyncRpcClient(["wss://u:hunter2@a/"], chain_id=5)
+    assert "hunter2" not in str(twice.value) + str(websocket.value)
     with pytest.raises(ValueError, match="max_attempts"):
         RpcPolicy(max_attempts=0)
 

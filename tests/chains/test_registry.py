@@ -66,7 +66,7 @@ SAMPLE: dict[str, Any] = {
         },
         "10": {
             "name": "optimism",
-            "rpc_urls": ["http://127.0.0.1:8546", "wss://example.org/ws"],
+            "rpc_urls": ["http://127.0.0.1:8546", "https://example.org/v2"],
             "finality_depth": 0,
             "block_time_s": 2.0,
         },
@@ -117,7 +117,7 @@ def test_load_builds_typed_specs(registry: Registry, config_file: Path) -> None:
     assert mainnet.token("USDC").kind is AssetKind.STABLE
     assert registry.token_at(1, WETH.lower()).symbol == "WETH"
     assert registry.chain(42161).genesis_hash == "0x" + "ab" * 32
-    assert registry.chain(10).rpc_urls == ("http://127.0.0.1:8546", "wss://example.org/ws")
+    assert registry.chain(10).rpc_urls == ("http://127.0.0.1:8546", "https://example.org/v2")
 
 
 def test_assets_roll_up_to_their_root(registry: Registry) -> None:
@@ -213,7 +213,7 @@ def test_dotted_names_are_quoted(tmp_path: Path) -> None:
 
 names = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-", min_size=1, max_size=8)
 addresses = st.binary(min_size=20, max_size=20).map(lambda raw: Address("0x" + raw.hex()))
-urls = st.sampled_from(["http://127.0.0.1:8545", "https://rpc.example.org/v2", "wss://x.io"])
+urls = st.sampled_from(["http://127.0.0.1:8545", "https://rpc.example.org/v2", "https://x.io"])
 
 
 @st.composite
@@ -333,7 +333,19 @@ _BAD_CHECKSUM = WETH[:2] + WETH[2:].swapcase()
         ),
         (
             _set("chains/1/rpc_urls", ["ftp://node"]),
-            ["chains.1.rpc_urls: 'ftp://node' is not an RPC URL", "http://, https://, ws://"],
+            ["chains.1.rpc_urls[0]: 'ftp://node' is not an RPC URL", "use http:// or https://"],
+        ),
+        (
+            _set("chains/10/rpc_urls", ["http://127.0.0.1:8546", "ws://127.0.0.1:8546"]),
+            [
+                "chains.10.rpc_urls[1]: 'ws://127.0.0.1:8546' is a WebSocket URL",
+                "RTRM speaks JSON-RPC over HTTP(S) only; use the node's http:// endpoint instead",
+                "'http://127.0.0.1:8546'",
+            ],
+        ),
+        (
+            _set("chains/1/rpc_urls", ["https://rpc.example:port/"]),
+            ["chains.1.rpc_urls[0]: 'https://rpc.example:port/' is not a URL", "host[:port]"],
         ),
         (_set("chains/1/rpc_urls", []), ["chains.1.rpc_urls: is empty; list at least one"]),
         (
@@ -494,7 +506,10 @@ def test_load_applies_os_environ_by_default(
         (
             {"RTRM_CHAIN_1_RPC_URLS": "localhost:8545"},
             ConfigError,
-            ["RTRM_CHAIN_1_RPC_URLS: chains.1.rpc_urls: 'localhost:8545' is not an RPC URL"],
+            [
+                "RTRM_CHAIN_1_RPC_URLS: chains.1.rpc_urls[0]: 'localhost:8545' has no scheme",
+                "write it as 'http://localhost:8545'",
+            ],
         ),
         (
             {"RTRM_DATABASE_URL": "rtrm.db"},
@@ -510,6 +525,23 @@ def test_bad_env_overrides_name_the_variable(
         apply_env_overrides(registry, env)
     for fragment in fragments:
         assert fragment in str(caught.value)
+
+
+def test_a_websocket_url_is_refused_with_its_fix_and_no_credentials(registry: Registry) -> None:
+    """Both RPC clients speak HTTP(S) only: a ws(s) URL fails validation, not the indexer."""
+    key = "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7"
+    urls = f"https://arb.example.org,wss://u:hunter2@arb-mainnet.g.alchemy.com/v2/{key}"
+    with pytest.raises(ConfigError) as caught:
+        apply_env_overrides(registry, {"RTRM_CHAIN_42161_RPC_URLS": urls})
+    message = str(caught.value)
+    assert message.startswith(
+        "RTRM_CHAIN_42161_RPC_URLS: chains.42161.rpc_urls[1]: "
+        "'wss://u:***@arb-mainnet.g.alchemy.com/v2/***' is a WebSocket URL"
+    )
+    assert "use the node's https:// endpoint instead" in message
+    assert "'https://u:***@arb-mainnet.g.alchemy.com/v2/***'" in message  # the likely fix
+    assert "hunter2" not in message
+    assert key not in message
 
 
 # ---------------------------------------------------------------- discovery

@@ -209,8 +209,32 @@ def test_wait_for_rpc_times_out_on_unreachable_url() -> None:
 
 
 def test_rejects_non_http_urls() -> None:
-    with pytest.raises(RPCError, match="unsupported RPC URL"):
+    with pytest.raises(RPCError, match=r"unsupported RPC URL: 'ws://127\.0\.0\.1:8545' is a Web"):
         RpcClient("ws://127.0.0.1:8545")
+    with pytest.raises(RPCError, match=r"'https://u:\*\*\*@rpc\.example:x/' is not a URL"):
+        RpcClient("https://u:hunter2@rpc.example:x/")
+
+
+def test_errors_never_quote_the_urls_credentials(scripted: Any) -> None:
+    """Neither the URL in the message nor a server that echoes the key gives it away."""
+    key = "AbCdEf0123456789xyzKEY"
+    dead = f"http://me:hunter2@127.0.0.1:{free_port()}/v2/{key}?apikey=sEcReT"
+    with RpcClient(dead, timeout_s=2) as client, pytest.raises(RPCConnectionError) as refused:
+        client.call("eth_chainId")
+    echo = http_response(401, f"unknown API key {key} (apikey=sEcReT)".encode())
+    server = scripted(replies((echo, False)))
+    port = server.url.rpartition(":")[2]
+    url = f"http://me:hunter2@127.0.0.1:{port}/v2/{key}?apikey=sEcReT"
+    with RpcClient(url, timeout_s=2) as client, pytest.raises(RPCError) as denied:
+        client.call("eth_chainId")
+    for error in (refused.value, denied.value):
+        message = str(error)
+        for secret in ("hunter2", key, "sEcReT"):
+            assert secret not in message
+        assert "me:***@127.0.0.1:" in message
+        assert "/v2/***?apikey=***" in message
+    assert "HTTP 401 unknown API key ***" in str(denied.value)
+    assert denied.value.url == url  # as configured: what was connected to
 
 
 # ---------------------------------------------------------------- pure classification

@@ -23,6 +23,7 @@ from rtrm.commands import config as config_command
 from rtrm.output import dumps_json, to_json
 
 WETH = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+KEY = "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7"  # an API key in an RPC URL's path
 
 
 @pytest.fixture
@@ -31,7 +32,13 @@ def config_file(tmp_path: Path) -> Path:
     registry = Registry(
         chains=(
             ChainSpec(ChainId(1), "ethereum", ("http://127.0.0.1:8545",), 32, 12.0, tokens=(weth,)),
-            ChainSpec(ChainId(42161), "arbitrum", ("https://u:secret@arb.example",), 20, 0.25),
+            ChainSpec(
+                ChainId(42161),
+                "arbitrum",
+                ("https://u:secret@arb.example", f"https://arb-mainnet.g.alchemy.com/v2/{KEY}"),
+                20,
+                0.25,
+            ),
         ),
         assets=(AssetSpec(AssetId("ETH"), "Ether"),),
         database_url="postgresql+psycopg://rtrm:hunter2@db/rtrm",
@@ -89,10 +96,14 @@ def test_config_show_json(config_file: Path, capsys: pytest.CaptureFixture[str])
         "symbol": "WETH",
     }
     assert document["source"] == str(config_file)
-    assert document["chains"][1]["rpc_urls"] == ["https://u:***@arb.example"]
+    assert document["chains"][1]["rpc_urls"] == [
+        "https://u:***@arb.example",
+        "https://arb-mainnet.g.alchemy.com/v2/***",
+    ]
     assert document["database_url"] == "postgresql+psycopg://rtrm:***@db/rtrm"
     assert "secret" not in out
     assert "hunter2" not in out
+    assert KEY not in out
 
 
 def test_config_show_table(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,7 +111,8 @@ def test_config_show_table(config_file: Path, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for text in ("Chains", "ethereum", "arbitrum", "WETH", "Assets", "Ether"):
         assert text in out
-    assert "hunter2" not in out
+    for secret in ("hunter2", "secret", KEY):
+        assert secret not in out
 
 
 def test_config_check_ok(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,9 +1,10 @@
 """``rtrm status``: every configured chain is listed, the store is only ever read, and the
-exit code is a health check (0 healthy, 1 a chain paused or its nodes silent, 2 bad input).
+exit code is a health check (0 healthy, 1 a chain paused or no node serving it, 2 bad input).
 
 The chains' nodes are dead URLs here (nothing listens on port 9), so the heads are the
-stored ones and each row says why, except in the health tests, which start anvil nodes;
-the store is a migrated one with rows written by hand.
+stored ones and each row says why, except in the health tests, which start anvil nodes
+(some of another chain id than the one they are configured for); the store is a migrated
+one with rows written by hand.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ def test_every_configured_chain_is_listed(
     assert (indexed["indexed_block_hash"], indexed["genesis_hash"]) == (TIP, GENESIS)
     assert (indexed["finalized_block"], indexed["events"], indexed["reorgs"]) == (98, 7, 1)
     assert indexed["lag_blocks"] == 10
-    assert "nodes did not answer" in str(indexed["detail"])
+    assert str(indexed["detail"]).startswith(
+        "head as stored at the last write; no live head: rpc_urls[0] did not answer: "
+        "cannot connect to http://127.0.0.1:9 "
+    )
     never = rows[10]
     assert never["state"] == "not indexed yet"
     assert never["name"] == "optimism"
@@ -108,8 +112,7 @@ def test_every_configured_chain_is_listed(
         assert never[key] is None, key
     assert (never["events"], never["reorgs"], never["head_live"]) == (0, 0, False)
     detail = str(never["detail"])
-    assert "rtrm index" in detail
-    assert "nodes did not answer" in detail
+    assert detail.startswith("run `rtrm index`; no live head: rpc_urls[0] did not answer: ")
     assert "127.0.0.1:9" in detail
 
 
@@ -156,9 +159,13 @@ def test_the_exit_code_is_a_health_check(
     silent = _config(tmp_path, url, {1: live[1]})  # chain 10's node is dead
     rows = _status_json(silent, capsys, code=1)
     assert (rows[1]["head_live"], rows[10]["head_live"]) == (True, False)
-    assert "nodes did not answer" in str(rows[10]["detail"])
+    assert "no live head: rpc_urls[0] did not answer" in str(rows[10]["detail"])
     failover = _config(tmp_path, url, {1: (*DEAD, *live[1]), 10: live[10]})
-    assert _status_json(failover, capsys, code=0)[1]["head_live"] is True  # one node answers
+    row = _status_json(failover, capsys, code=0)[1]  # one node answers
+    assert row["head_live"] is True
+    assert str(row["detail"]).startswith(
+        "live head from a later endpoint; rpc_urls[0] did not answer: cannot connect to "
+    )
 
     # A paused chain the configuration no longer lists is not judged.
     only_10 = tmp_path / "only10.toml"
@@ -168,6 +175,42 @@ def test_the_exit_code_is_a_health_check(
     )
     _pause(url, 1, "the node is syncing")
     assert _status_json(only_10, capsys, code=0)[1]["state"] == "not configured"
+
+
+@pytest.mark.chain
+def test_a_node_of_another_chain_gives_no_live_head(
+    anvil_factory: Callable[..., AnvilNode],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The head comes with the node's ``eth_chainId`` (one batch): a node serving another
+    chain is no node of this one, however well it answers."""
+    url = f"sqlite:///{tmp_path / 'rtrm.db'}"
+    _index_chain_1(url)
+    right, wrong = anvil_factory(1), anvil_factory(5)  # chain 5 is not chain 1
+    config = _config(tmp_path, url, {1: (wrong.url,), 10: (anvil_factory(10).url,)})
+    rows = _status_json(config, capsys, code=1)
+    row = rows[1]
+    assert (row["state"], row["head"], row["head_live"]) == ("ok", 130, False)  # stored head
+    assert row["detail"] == (
+        "head as stored at the last write; no live head: rpc_urls[0] "
+        f"({wrong.url}) answers eth_chainId 5, but it is configured for chain 1: it serves "
+        "another network; fix rpc_urls[0] in [chains.1] of rtrm.toml (or move it to "
+        "[chains.5]); `rtrm config check --online` checks every endpoint"
+    )
+    assert rows[10]["head_live"] is True
+
+    monkeypatch.setenv("COLUMNS", "1000")  # the table on one line per chain
+    assert main(["--config", str(config), "status"]) == 1  # the table says it too
+    assert "answers eth_chainId 5, but it is configured for chain 1" in capsys.readouterr().out
+
+    either = _config(tmp_path, url, {1: (wrong.url, right.url), 10: (anvil_factory(10).url,)})
+    row = _status_json(either, capsys, code=0)[1]  # the right node serves it: healthy
+    assert (row["head"], row["head_live"]) == (0, True)  # the right node's head, not 130
+    assert str(row["detail"]).startswith(
+        f"live head from a later endpoint; rpc_urls[0] ({wrong.url}) answers eth_chainId 5"
+    )
 
 
 def test_a_chain_paused_before_its_first_range_shows_paused(
