@@ -39,6 +39,7 @@ from chains.aiorpc import AsyncRpcClient
 from chains.endpoints import RpcPolicy
 from chains.exceptions import ChainError, GenesisMismatchError
 from chains.spec import ChainSpec, Registry
+from chains.urls import hide_credentials
 from indexer import native
 from indexer.exceptions import ChainPausedError, WriterLockedError
 from indexer.metrics import IndexerMetrics
@@ -279,7 +280,9 @@ class _Genesis:
         endpoint agrees on a new one and none is configured (a restarted node: adopted,
         the pipeline drops the old chain's data and re-indexes)."""
         served = await _survey(self.spec)
-        listed = ", ".join(f"{url} serves {h or 'no answer'}" for url, h in served.items())
+        listed = ", ".join(
+            f"{hide_credentials(url)} serves {h or 'no answer'}" for url, h in served.items()
+        )
         if self.configured is not None:
             return (
                 f"no RPC endpoint serves the configured genesis_hash {self.configured} "
@@ -293,7 +296,7 @@ class _Genesis:
                 "chain %s: every endpoint (%s) now serves genesis %s instead of %s: the node "
                 "was restarted or replaced",
                 self.chain_id,
-                ", ".join(served),
+                ", ".join(map(hide_credentials, served)),
                 self.adopted,
                 error.expected,
             )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
 
+from chains.urls import hide_credentials, redact
 from indexer import deferral, writerlock
 from indexer.copyrows import SIGNATURE, TRAILER, unpack
 from indexer.exceptions import StoreError, WriterLostError
@@ -243,26 +245,37 @@ def parse_database_url(url: str) -> URL:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(
-            f"database_url {url!r} is not a SQLAlchemy URL ({exc}); use e.g. {example}"
+            f"database_url {_shown(url)!r} is not a SQLAlchemy URL "
+            f"({redact(str(exc), url)}); use e.g. {example}"
         ) from None
     except ValueError as exc:  # e.g. a port that is not a number
         raise StoreError(
-            f"database_url {url!r} is malformed ({exc}); check the host:port part (the "
-            f"port is a number), e.g. {example}"
+            f"database_url {_shown(url)!r} is malformed ({redact(str(exc), url)}); "
+            f"check the host:port part (the port is a number), e.g. {example}"
         ) from None
+    shown = parsed.render_as_string(hide_password=True)
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend not in _DRIVERS:
         raise StoreError(
-            f"database_url {url!r}: unsupported database {backend!r}; "
+            f"database_url {shown!r}: unsupported database {backend!r}; "
             "RTRM supports sqlite and postgresql (postgresql+psycopg://…)"
         )
     if driver != _DRIVERS[backend]:
         scheme = "sqlite" if backend == "sqlite" else "postgresql+psycopg"
         raise StoreError(
-            f"database_url {url!r}: RTRM talks to {backend} through the {_DRIVERS[backend]} "
+            f"database_url {shown!r}: RTRM talks to {backend} through the {_DRIVERS[backend]} "
             f"driver, not {driver}; write the URL as {scheme}://…, e.g. {example}"
         )
     return parsed
+
+
+def _shown(url: str) -> str:
+    """A database URL that does not parse, fit to print: credentials hidden, also in a
+    string without a scheme (``user:password@host/db``)."""
+    return _PASSWORD.sub("***", hide_credentials(url))
+
+
+_PASSWORD = re.compile(r"(?<=:)[^:@/\s]+(?=@)")
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:

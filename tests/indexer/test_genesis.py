@@ -113,7 +113,8 @@ def test_a_configured_genesis_no_endpoint_serves_pauses_and_drops_nothing(
     assert _index(store_url, (good,), genesis).status == "ok"
     before = _stored(store_url)
     typo = "0x" + "11" * 32
-    outcome = _index(store_url, (good,), typo)
+    with_password = good.replace("http://", "http://ops:s3cretpw@")  # anvil ignores it
+    outcome = _index(store_url, (with_password,), typo)
     assert outcome.status == "paused"
     assert typo in outcome.detail
     assert genesis in outcome.detail
@@ -121,6 +122,8 @@ def test_a_configured_genesis_no_endpoint_serves_pauses_and_drops_nothing(
     after = _stored(store_url)
     assert after[:3] == before[:3]  # nothing dropped
     assert typo in after[3]  # rtrm status shows why
+    assert "ops:***@" in after[3]  # the endpoint named, its password not
+    assert "s3cretpw" not in outcome.detail + after[3]
     # The URL now points at another chain while the configured genesis is the old one.
     outcome = _index(store_url, (other,), genesis)
     assert outcome.status == "paused"

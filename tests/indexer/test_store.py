@@ -237,6 +237,22 @@ def test_a_bad_url_names_the_fix() -> None:
         open_store("not a url")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://root:s3cretpw@localhost/x",  # unsupported database
+        "postgresql+psycopg2://bob:s3cretpw@db:5432/x",  # another driver
+        "postgresql+psycopg://bob:s3cretpw@db:port/x",  # malformed
+        "bob:s3cretpw@db/x",  # not a URL at all
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(StoreError, match="database_url") as raised:
+        open_store(url)
+    assert "s3cretpw" not in str(raised.value)
+    assert "***" in str(raised.value)
+
+
 def test_only_one_writer_per_chain_on_postgres(store_url: str) -> None:
     if not store_url.startswith("postgresql"):
         pytest.skip("advisory locks are a PostgreSQL feature; SQLite has one writer anyway")
