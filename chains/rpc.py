@@ -29,11 +29,12 @@ import json
 import socket
 import ssl
 import time
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from chains.abi import decode_revert
 from chains.exceptions import (
@@ -84,6 +85,9 @@ class RpcClient:
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if parts.username is not None:  # user:password@ in the URL: HTTP basic auth
+            user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._headers["Authorization"] = "Basic " + b64encode(user.encode()).decode()
         self._conn: http.client.HTTPConnection | None = None
         self._used = False  # has the open connection completed a request already?
         self._next_id = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -63,6 +64,7 @@ class ScriptedServer:
     def __init__(self, handler: Callable[[bytes], Reply]) -> None:
         self.handler = handler
         self.connections = 0
+        self.heads: list[bytes] = []  # each request's line and headers
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -87,6 +89,7 @@ class ScriptedServer:
                     return
                 buffer += chunk
             head, _, buffer = buffer.partition(b"\r\n\r\n")
+            self.heads.append(head)
             length = next(
                 int(line.split(b":")[1])
                 for line in head.split(b"\r\n")
@@ -235,6 +238,22 @@ def test_errors_never_quote_the_urls_credentials(scripted: Any) -> None:
         assert "/v2/***?apikey=***" in message
     assert "HTTP 401 unknown API key ***" in str(denied.value)
     assert denied.value.url == url  # as configured: what was connected to
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(scripted: Any) -> None:
+    """A provider behind HTTP basic auth (``user:password@`` in the URL) gets them in the
+    Authorization header, percent-decoded, as aiohttp sends them for the indexer."""
+    server = scripted(replies((jsonrpc_ok("0x1"), False), (jsonrpc_ok("0x1"), False)))
+    port = server.url.rpartition(":")[2]
+    with RpcClient(f"http://me:p%40ss@127.0.0.1:{port}/") as client:
+        assert client.call("eth_chainId") == "0x1"
+    with RpcClient(server.url) as client:
+        assert client.call("eth_chainId") == "0x1"
+    sent = [
+        [line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization:")]
+        for head in server.heads
+    ]
+    assert sent == [[b"Authorization: Basic " + base64.b64encode(b"me:p@ss")], []]
 
 
 # ---------------------------------------------------------------- pure classification
