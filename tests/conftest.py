@@ -19,6 +19,7 @@ they fail.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,19 @@ from sqlalchemy.exc import OperationalError
 
 from chains.anvil import AnvilConfig, AnvilNode
 from chains.rpc import RpcClient
+from rtrm.logs import PROJECT_PACKAGES
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``rtrm.cli.main()`` configures logging globally, with handlers on the stream of the
+    test that ran it; put it back, so later tests (any package) log nowhere stale."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, PROJECT_PACKAGES)]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 @pytest.fixture(autouse=True)
